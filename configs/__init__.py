@@ -1,0 +1,1 @@
+"""Shipped TOML presets, readable by name with `seg-video --config NAME`."""

@@ -1,0 +1,1 @@
+"""Segmentation backends behind one interface (`engines.base.Engine`), found by name in `engines.base.ENGINES`."""

@@ -1,0 +1,144 @@
+"""Assembles the file-to-file job: decode → preprocess → infer → render → encode, one thread each.
+
+The output file is opened when the first frame reaches the writer, so a run that fails before producing a frame
+(engine cannot load, first packet undecodable) leaves nothing on disk; once opened, the writer's teardown always
+finalizes it, after an error or Ctrl-C too.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engines.base import Engine, create_engine
+from pipeline.config import RunConfig
+from pipeline.render import Renderer
+from pipeline.runner import Policy, RunStats, Runner, Stage
+from pipeline.types import Frame, Segmentation
+from pipeline.video_io import VideoSink, VideoSource
+
+
+@dataclass
+class RunSummary:
+    """What a finished (or stopped) run produced."""
+
+    frames: int
+    seconds: float
+    output: Path
+    stats: RunStats
+
+    @property
+    def fps(self) -> float:
+        """Frames written per wall-clock second."""
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+class RateMeter:
+    """Frames per second over a sliding window, for the on-frame fps overlay."""
+
+    def __init__(self, window: int = 30) -> None:
+        self._times: list[float] = []
+        self._window = window
+
+    def tick(self) -> float | None:
+        """Record one frame now; returns the current rate once two frames were seen."""
+        self._times.append(time.perf_counter())
+        del self._times[: -self._window]
+        if len(self._times) < 2:
+            return None
+        return (len(self._times) - 1) / (self._times[-1] - self._times[0])
+
+
+class LazySink:
+    """Opens the `VideoSink` at the first frame and finalizes it on close; counts frames written."""
+
+    def __init__(self, path: Path, source: VideoSource, config: RunConfig) -> None:
+        self.path = path
+        self._source = source
+        self._config = config
+        self._sink: VideoSink | None = None
+
+    @property
+    def frames_written(self) -> int:
+        """Frames encoded so far."""
+        return 0 if self._sink is None else self._sink.frames_written
+
+    def write(self, frame: Frame) -> None:
+        """Encode one rendered frame, opening the output on the first."""
+        if self._sink is None:
+            info = self._source.info
+            self._sink = VideoSink(self.path, width=frame.size[1], height=frame.size[0], time_base=info.time_base,
+                                   fps=info.fps, settings=self._config.output, audio_from=info.path)
+        self._sink.write(frame)
+
+    def close(self) -> None:
+        """Flush and close the output if it was opened."""
+        if self._sink is not None:
+            self._sink.close()
+
+
+def build_stages(engine: Engine, renderer: Renderer, write: Callable[[Frame], None], batch: int) -> list[Stage]:
+    """The four stages after capture, sharing one engine and one renderer."""
+    meter = RateMeter()
+
+    def preprocess(frames: list[Frame]) -> list[tuple[Frame, Any]]:
+        return [(frame, engine.prepare(frame)) for frame in frames]
+
+    def infer(items: list[tuple[Frame, Any]]) -> list[tuple[Frame, Segmentation]]:
+        frames = [frame for frame, _ in items]
+        results = engine.infer(frames, [prepared for _, prepared in items])
+        return list(zip(frames, results, strict=True))
+
+    def render(items: list[tuple[Frame, Segmentation]]) -> list[Frame]:
+        rendered = []
+        for frame, seg in items:
+            image = renderer.render(frame.image, seg, fps=meter.tick())
+            rendered.append(Frame(index=frame.index, image=image, pts=frame.pts, time_base=frame.time_base,
+                                  source_id=frame.source_id, captured_at=frame.captured_at))
+        return rendered
+
+    def encode(frames: list[Frame]) -> list[Frame]:
+        for frame in frames:
+            write(frame)
+        return []
+
+    return [
+        Stage("preprocess", preprocess),
+        Stage("infer", infer, batch_size=batch, setup=engine.load, teardown=engine.close),
+        Stage("render", render),
+        Stage("write", encode),
+    ]
+
+
+class AnnotateJob:
+    """One file-to-file run; `frames_written` stays readable after `run` raises, for the error message."""
+
+    def __init__(self, config: RunConfig, source: VideoSource, output: Path,
+                 *, on_frame: Callable[[int], None] | None = None) -> None:
+        self._sink = LazySink(output, source, config)
+        self._on_frame = on_frame
+        stages = build_stages(create_engine(config.engine, config.engine_params), Renderer(config.render),
+                              self._write, config.pipeline.batch)
+        stages[-1].teardown = self._sink.close
+        policy = Policy.LIVE if config.pipeline.policy == "live" else Policy.LOSSLESS
+        self.runner = Runner(source, stages, queue_size=config.pipeline.queue_size, policy=policy)
+
+    @property
+    def frames_written(self) -> int:
+        """Frames in the output so far."""
+        return self._sink.frames_written
+
+    def run(self) -> RunSummary:
+        """Run to the end of the input; raises `StageFailed` (stage named) or `KeyboardInterrupt`."""
+        started = time.perf_counter()
+        stats = self.runner.run()
+        return RunSummary(frames=self.frames_written, seconds=time.perf_counter() - started,
+                          output=self._sink.path, stats=stats)
+
+    def _write(self, frame: Frame) -> None:
+        self._sink.write(frame)
+        if self._on_frame is not None:
+            self._on_frame(self.frames_written)

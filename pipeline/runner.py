@@ -1,0 +1,282 @@
+"""Threaded stage runner: one thread per stage, bounded queues between them, one stop event for all.
+
+Items flow source → stage 1 → … → stage N in order (one thread per stage keeps FIFO order). Every blocking
+`put`/`get` waits in short slices and checks the stop event, so nothing hangs on a full or empty queue. The first
+stage to raise sets the stop event; every thread then leaves its loop and runs its teardown (sinks finalize
+there), and `run` re-raises the failure in the caller as `StageFailed` naming the stage.
+"""
+
+from __future__ import annotations
+
+import enum
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+POLL_SECONDS = 0.05
+"""How often a blocked put/get looks at the stop event."""
+
+
+class Policy(enum.Enum):
+    """How a full queue treats a new item."""
+
+    LOSSLESS = "lossless"  # the producer waits: every item is processed (files, image folders)
+    LIVE = "live"  # the oldest waiting item is dropped: latency stays bounded (cameras, streams)
+
+
+class StageFailed(RuntimeError):
+    """A stage raised; `stage` names it and `__cause__` is the original exception."""
+
+    def __init__(self, stage: str, error: BaseException) -> None:
+        super().__init__(f"{stage} stage failed: {error}")
+        self.stage = stage
+        self.error = error
+
+
+class _End:
+    """Marks the end of the stream; passed down from stage to stage, never dropped."""
+
+    def __repr__(self) -> str:
+        return "END"
+
+
+END = _End()
+
+
+class Stopped(Exception):
+    """Raised inside a stage thread when the run's stop event is set while it waits."""
+
+
+class StageQueue:
+    """A bounded FIFO between two stages that honours the run's stop event and its drop policy."""
+
+    def __init__(self, maxsize: int, policy: Policy, stop: threading.Event) -> None:
+        if maxsize < 1:
+            raise ValueError("queue size must be at least 1")
+        self.maxsize = maxsize
+        self.policy = policy
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize)
+        self._stop = stop
+        self._lock = threading.Lock()
+        self.dropped = 0
+        self.high_water = 0
+
+    def put(self, item: Any) -> None:
+        """Enqueue; a lossless queue waits for room, a live queue drops its oldest item. Raises `Stopped`.
+
+        The end marker always waits for room, so it never evicts the newest frame.
+        """
+        while True:
+            if self._stop.is_set():
+                raise Stopped
+            if self.policy is Policy.LIVE and item is not END:
+                with self._lock:
+                    if self._queue.full():
+                        self._drop_oldest()
+                    self._queue.put_nowait(item)
+                    self._note_size()
+                return
+            try:
+                self._queue.put(item, timeout=POLL_SECONDS)
+            except queue.Full:
+                continue
+            self._note_size()
+            return
+
+    def get(self, timeout: float | None = None) -> Any:
+        """Dequeue, waiting at most `timeout` seconds (forever if None). Raises `Stopped` or `queue.Empty`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if self._stop.is_set():
+                raise Stopped
+            wait = POLL_SECONDS if deadline is None else min(POLL_SECONDS, deadline - time.monotonic())
+            if wait <= 0:
+                raise queue.Empty
+            try:
+                return self._queue.get(timeout=wait)
+            except queue.Empty:
+                continue
+
+    def qsize(self) -> int:
+        """Items waiting now."""
+        return self._queue.qsize()
+
+    def _drop_oldest(self) -> None:
+        try:
+            self._queue.get_nowait()
+        except queue.Empty:
+            return
+        self.dropped += 1
+
+    def _note_size(self) -> None:
+        self.high_water = max(self.high_water, self._queue.qsize())
+
+
+@dataclass
+class Stage:
+    """One step of the pipeline: `process` maps a batch of items to output items (possibly none).
+
+    `setup` runs first in the stage's own thread (engines load there); `teardown` always runs last in it, after
+    an error or a stop too (sinks finalize there).
+    """
+
+    name: str
+    process: Callable[[list[Any]], list[Any]]
+    batch_size: int = 1
+    setup: Callable[[], None] | None = None
+    teardown: Callable[[], None] | None = None
+
+
+@dataclass
+class StageStats:
+    """What one stage did: items in, seconds spent in `process`."""
+
+    items: int = 0
+    busy_seconds: float = 0.0
+
+
+@dataclass
+class RunStats:
+    """Counters of a run, readable while it goes (progress) and after it (benchmarks)."""
+
+    stages: dict[str, StageStats] = field(default_factory=dict)
+    queues: dict[str, StageQueue] = field(default_factory=dict)
+
+    @property
+    def dropped(self) -> int:
+        """Items dropped by live queues, all stages together."""
+        return sum(q.dropped for q in self.queues.values())
+
+
+class Runner:
+    """Runs `source` → `stages` on one thread each; see the module docstring for the guarantees."""
+
+    def __init__(
+        self,
+        source: Iterable[Any],
+        stages: list[Stage],
+        *,
+        queue_size: int = 8,
+        policy: Policy = Policy.LOSSLESS,
+        source_name: str = "capture",
+        join_timeout: float = 5.0,
+    ) -> None:
+        if not stages:
+            raise ValueError("a run needs at least one stage after the source")
+        self.stop_event = threading.Event()
+        self.stats = RunStats()
+        self._source = source
+        self._source_name = source_name
+        self._stages = stages
+        self._join_timeout = join_timeout
+        self._failure: StageFailed | None = None
+        self._failure_lock = threading.Lock()
+        self._inputs = [StageQueue(queue_size, policy, self.stop_event) for _ in stages]
+        for stage, stage_queue in zip(stages, self._inputs, strict=True):
+            self.stats.queues[stage.name] = stage_queue
+            self.stats.stages[stage.name] = StageStats()
+        self.stats.stages[source_name] = StageStats()
+
+    def run(self) -> RunStats:
+        """Run to the end of the source; re-raises the first stage failure, or `KeyboardInterrupt` after a stop."""
+        threads = [threading.Thread(target=self._capture_loop, name=self._source_name, daemon=True)]
+        for i, stage in enumerate(self._stages):
+            output = self._inputs[i + 1] if i + 1 < len(self._stages) else None
+            threads.append(
+                threading.Thread(target=self._stage_loop, args=(stage, self._inputs[i], output),
+                                 name=stage.name, daemon=True)
+            )
+        for thread in threads:
+            thread.start()
+        try:
+            for thread in threads:
+                while thread.is_alive():
+                    thread.join(POLL_SECONDS)
+        except BaseException:  # Ctrl-C, SIGTERM: stop the stages, let them finalize, then pass it on
+            self.stop_event.set()
+            self._join_all(threads)
+            raise
+        self._join_all(threads)
+        if self._failure is not None:
+            raise self._failure from self._failure.error
+        return self.stats
+
+    def stop(self) -> None:
+        """Ask every stage to finish now (teardowns still run)."""
+        self.stop_event.set()
+
+    def _join_all(self, threads: list[threading.Thread]) -> None:
+        deadline = time.monotonic() + self._join_timeout
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def _fail(self, stage: str, error: BaseException) -> None:
+        with self._failure_lock:
+            if self._failure is None:
+                self._failure = StageFailed(stage, error)
+        self.stop_event.set()
+
+    def _capture_loop(self) -> None:
+        stats = self.stats.stages[self._source_name]
+        output = self._inputs[0]
+        iterator: Iterator[Any] = iter(self._source)
+        try:
+            while not self.stop_event.is_set():
+                started = time.perf_counter()
+                try:
+                    item = next(iterator)
+                except StopIteration:
+                    break
+                stats.busy_seconds += time.perf_counter() - started
+                stats.items += 1
+                output.put(item)
+            else:
+                return
+            output.put(END)
+        except Stopped:
+            pass
+        except BaseException as error:  # noqa: BLE001 - any failure must stop the run and reach the caller
+            self._fail(self._source_name, error)
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
+
+    def _stage_loop(self, stage: Stage, inbox: StageQueue, outbox: StageQueue | None) -> None:
+        stats = self.stats.stages[stage.name]
+        try:
+            if stage.setup is not None:
+                stage.setup()
+            finished = False
+            while not finished:
+                batch = [inbox.get()]
+                if batch[0] is END:
+                    break
+                while len(batch) < stage.batch_size:
+                    nxt = inbox.get()
+                    if nxt is END:
+                        finished = True
+                        break
+                    batch.append(nxt)
+                started = time.perf_counter()
+                results = stage.process(batch)
+                stats.busy_seconds += time.perf_counter() - started
+                stats.items += len(batch)
+                if outbox is not None:
+                    for result in results:
+                        outbox.put(result)
+            if outbox is not None:
+                outbox.put(END)
+        except Stopped:
+            pass
+        except BaseException as error:  # noqa: BLE001 - any failure must stop the run and reach the caller
+            self._fail(stage.name, error)
+        finally:
+            if stage.teardown is not None:
+                try:
+                    stage.teardown()
+                except BaseException as error:  # noqa: BLE001
+                    self._fail(stage.name, error)
