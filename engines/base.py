@@ -79,15 +79,15 @@ class EngineInfo:
 ENGINES: dict[str, EngineInfo] = {
     info.name: info
     for info in (
-        EngineInfo("threshold", "engines.classical", "ThresholdEngine",
+        EngineInfo("threshold", "engines.classical.threshold", "ThresholdEngine",
                    "grey-level thresholding (Otsu, mean/adaptive, multi-level) into connected regions"),
-        EngineInfo("edges", "engines.classical", "EdgesEngine",
+        EngineInfo("edges", "engines.classical.edges", "EdgesEngine",
                    "Sobel / Laplacian / Canny edges closed into filled regions"),
-        EngineInfo("kmeans", "engines.classical", "KMeansEngine",
+        EngineInfo("kmeans", "engines.classical.kmeans", "KMeansEngine",
                    "colour clustering (k-means in Lab) at reduced resolution, one instance per cluster"),
-        EngineInfo("region", "engines.classical", "RegionEngine",
+        EngineInfo("region", "engines.classical.region", "RegionEngine",
                    "watershed region growing from distance-transform markers; splits touching objects"),
-        EngineInfo("motion", "engines.classical", "MotionEngine",
+        EngineInfo("motion", "engines.classical.motion", "MotionEngine",
                    "background subtraction (MOG2/KNN), one instance per moving object; real-time surveillance"),
     )
 }

@@ -1,0 +1,169 @@
+"""Shared image steps of the classical engines: smoothing, grey, shrinking, (multi-level) Otsu, and label map →
+scored instances.
+
+Every engine ends the same way: a label map (0 = nothing, k = region k, possibly at reduced resolution) goes
+through `segmentation`, which keeps regions by area, upscales them to frame size and builds masks and boxes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Literal, cast
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from pipeline.types import ClassTable, Segmentation, boxes_from_masks
+
+Polarity = Literal["auto", "bright", "dark"]
+"""Which side of a grey threshold holds the objects; `auto`: the side that covers less of the frame."""
+
+Grey = npt.NDArray[np.uint8]
+Labels = npt.NDArray[np.int32]
+
+
+def smooth(image: npt.NDArray[np.uint8], blur: int) -> npt.NDArray[np.uint8]:
+    """The image Gaussian-blurred with a `blur`-sized kernel (0: as it is) to quiet noise."""
+    return cast(npt.NDArray[np.uint8], cv2.GaussianBlur(image, (blur, blur), 0)) if blur else image
+
+
+def grey(image: npt.NDArray[np.uint8], blur: int) -> Grey:
+    """The BGR image in grey, smoothed (see `smooth`)."""
+    return smooth(cast(Grey, cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)), blur)
+
+
+def shrink(image: npt.NDArray[np.uint8], scale: float) -> npt.NDArray[np.uint8]:
+    """The image resized by `scale` (area averaging, at least 1x1 pixel) so per-pixel work costs less."""
+    if scale == 1:
+        return image
+    height, width = image.shape[:2]
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cast(npt.NDArray[np.uint8], cv2.resize(image, size, interpolation=cv2.INTER_AREA))
+
+
+def grey_classes(image: Grey, levels: int, polarity: Polarity) -> tuple[Grey, int]:
+    """(map of multi-level Otsu classes, 0 = darkest; the background class): objects are the other classes.
+
+    The background is the largest class (`auto`), or the darkest (`bright` objects) or brightest (`dark` objects)
+    class that any pixel falls in, so a uniform frame is all background whatever the polarity.
+    """
+    histogram = cv2.calcHist([image], [0], None, [256], [0, 256]).ravel().astype(np.float64)
+    lut = np.searchsorted(multi_otsu(histogram, levels), np.arange(256), side="right").astype(np.uint8)
+    weights = np.bincount(lut, weights=histogram, minlength=levels)
+    present = np.flatnonzero(weights)
+    background = {"auto": int(np.argmax(weights)), "bright": present[0], "dark": present[-1]}[polarity]
+    return cast(Grey, cv2.LUT(image, lut)), int(background)
+
+
+def multi_otsu(histogram: npt.NDArray[np.float64], levels: int) -> npt.NDArray[np.int64]:
+    """The `levels - 1` thresholds (first grey value of classes 1..) that maximise Otsu's between-class variance.
+
+    Exact, by dynamic programming over the 256 bins: maximising the between-class variance is maximising the sum
+    over classes of (grey-value sum)² / (pixel count), and the best split of bins 0..b into j classes extends the
+    best split of bins 0..a-1 into j - 1 classes by the class a..b.
+    """
+    bins = len(histogram)
+    count = np.concatenate(([0.0], np.cumsum(histogram)))
+    total = np.concatenate(([0.0], np.cumsum(histogram * np.arange(bins))))
+    weight = count[None, 1:] - count[:-1, None]  # [a, b]: pixels in bins a..b
+    moment = total[None, 1:] - total[:-1, None]
+    gain = np.divide(moment**2, weight, out=np.zeros_like(weight), where=weight > 0)
+    gain[np.tri(bins, k=-1, dtype=bool)] = -np.inf  # a class a..b needs a <= b
+    best = gain[0]
+    starts = []
+    for _ in range(levels - 1):
+        candidates = best[:-1, None] + gain[1:]  # [a - 1, b]: classes so far end at a - 1, the new one is a..b
+        start = np.argmax(candidates, axis=0)
+        best = candidates[start, np.arange(bins)]
+        starts.append(start + 1)
+    thresholds = []
+    end = bins - 1
+    for start in reversed(starts):
+        thresholds.append(int(start[end]))
+        end = thresholds[-1] - 1
+    return np.array(thresholds[::-1], np.int64)
+
+
+def components(
+    level_map: npt.NDArray[np.generic], levels: Iterable[int] = (1,), opening: npt.NDArray[np.uint8] | None = None
+) -> tuple[Labels, npt.NDArray[np.int64]]:
+    """8-connected regions of each level in `level_map` (a boolean mask by default): (label map, level of each label).
+
+    Label 0 is "no region" (its level entry is 0); the regions of one level are numbered after those of the last.
+    With an `opening` kernel, each level's mask is first opened with it, dropping specks and thin bands.
+    """
+    labels = np.zeros(level_map.shape, np.int32)
+    level_of = [0]
+    for level in levels:
+        mask = (level_map == level).view(np.uint8)
+        if opening is not None:
+            mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, opening)
+        count, part = cv2.connectedComponents(mask, connectivity=8, ltype=cv2.CV_32S)
+        np.add(part, len(level_of) - 1, out=labels, where=part > 0)
+        level_of += [level] * (count - 1)
+    return labels, np.array(level_of, np.int64)
+
+
+def ellipse(size: int) -> npt.NDArray[np.uint8]:
+    """An elliptic structuring element `size` pixels across, for morphological clean-up."""
+    return cast(npt.NDArray[np.uint8], cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size)))
+
+
+def segmentation(
+    labels: Labels,
+    size: tuple[int, int],
+    classes: ClassTable,
+    class_of: npt.NDArray[np.int64],
+    *,
+    min_area: int,
+    max_instances: int,
+    score_of: npt.NDArray[np.floating] | None = None,
+) -> Segmentation:
+    """Instances from a label map at any resolution: regions of at least `min_area` frame pixels, largest first.
+
+    `class_of[k]` and `score_of[k]` are region k's class id and score; without `score_of`, each instance is scored
+    by its solidity. Masks are upscaled (nearest neighbour) to `size` = (height, width) when the map is smaller.
+    """
+    areas = np.bincount(labels.ravel(), minlength=len(class_of)) * (size[0] * size[1] / labels.size)
+    areas[0] = 0
+    order = np.argsort(-areas, kind="stable")
+    ids = order[areas[order] >= min_area][:max_instances]
+    masks, boxes = upscale(labels == ids[:, None, None], size)
+    scores = solidity(masks, boxes) if score_of is None else score_of[ids]
+    return Segmentation(*size, classes, boxes=boxes, scores=scores, class_ids=class_of[ids], masks=masks)
+
+
+def upscale(
+    masks: npt.NDArray[np.bool_], size: tuple[int, int]
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.float32]]:
+    """(n,h,w) masks resized to `size` by nearest neighbour (pixel centres aligned), with their tight xyxy boxes.
+
+    Only each mask's box is resized, so the cost follows the objects' size rather than n times the frame's.
+    """
+    small_boxes = boxes_from_masks(masks)
+    if masks.shape[1:] == size:
+        return masks, small_boxes
+    (height, width), (small_height, small_width) = size, masks.shape[1:]
+    rows = np.minimum(((np.arange(height) + 0.5) * small_height / height).astype(np.int64), small_height - 1)
+    cols = np.minimum(((np.arange(width) + 0.5) * small_width / width).astype(np.int64), small_width - 1)
+    out = np.zeros((len(masks), height, width), bool)
+    boxes = np.zeros_like(small_boxes)
+    for i, (x0, y0, x1, y1) in enumerate(small_boxes.astype(np.int64)):
+        top, bottom = np.searchsorted(rows, (y0, y1))
+        left, right = np.searchsorted(cols, (x0, x1))
+        out[i, top:bottom, left:right] = masks[i, y0:y1, x0:x1][rows[top:bottom] - y0][:, cols[left:right] - x0]
+        boxes[i] = left, top, right, bottom
+    return out, boxes
+
+
+def solidity(masks: npt.NDArray[np.bool_], boxes: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Each mask's area over its convex hull's area: 1 for convex shapes, lower for ragged, hollow or branching ones."""
+    scores = np.ones(len(masks), np.float32)
+    for i, (mask, (x0, y0, x1, y1)) in enumerate(zip(masks, boxes.astype(np.int64), strict=True)):
+        crop = mask[y0:y1, x0:x1].astype(np.uint8)
+        contours, _ = cv2.findContours(crop, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        hull = cv2.convexHull(np.concatenate(contours))
+        hull_area = np.count_nonzero(cv2.fillConvexPoly(np.zeros_like(crop), hull, 1))
+        scores[i] = min(1.0, np.count_nonzero(crop) / hull_area)
+    return scores
