@@ -76,6 +76,8 @@ class EngineInfo:
         return cls
 
 
+TORCHVISION_NEEDS = "torchvision weights (download once, or --weights PATH/none); CUDA optional"
+
 ENGINES: dict[str, EngineInfo] = {
     info.name: info
     for info in (
@@ -89,6 +91,18 @@ ENGINES: dict[str, EngineInfo] = {
                    "watershed region growing from distance-transform markers; splits touching objects"),
         EngineInfo("motion", "engines.classical.motion", "MotionEngine",
                    "background subtraction (MOG2/KNN), one instance per moving object; real-time surveillance"),
+        EngineInfo("maskrcnn", "engines.torch_instance", "MaskRCNNEngine",
+                   "Mask R-CNN ResNet-50-FPN (torchvision v1): 80 COCO classes, boxes + instance masks",
+                   needs=TORCHVISION_NEEDS),
+        EngineInfo("maskrcnn_v2", "engines.torch_instance", "MaskRCNNV2Engine",
+                   "Mask R-CNN ResNet-50-FPN v2: more accurate than v1 (COCO box AP 47.4 vs 37.9), 2.5x compute",
+                   needs=TORCHVISION_NEEDS),
+        EngineInfo("fcn", "engines.torch_semantic", "FCNEngine",
+                   "FCN ResNet-50 semantic segmentation: a class for every pixel, 20 Pascal VOC classes",
+                   needs=TORCHVISION_NEEDS),
+        EngineInfo("fcn101", "engines.torch_semantic", "FCN101Engine",
+                   "FCN ResNet-101: more accurate than fcn (VOC mIoU 63.7 vs 60.5), 1.5x compute",
+                   needs=TORCHVISION_NEEDS),
     )
 }
 

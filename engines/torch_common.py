@@ -1,0 +1,157 @@
+"""What the torchvision engines share: their common settings, device choice, weights loading, class filter and
+the frame upload (BGR uint8 on the host → RGB uint8 (3,H,W) on the engine's device, one copy)."""
+
+from __future__ import annotations
+
+import re
+from abc import abstractmethod
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torchvision.models import WeightsEnum
+
+from engines.base import Engine, EngineError
+from engines.weights import fit_state, load_weights, weights_status
+from pipeline.types import ClassTable, Frame
+
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def class_table(official: WeightsEnum) -> ClassTable:
+    """The class table of torchvision's weights meta; background and "N/A" ids become unnamed (None) slots."""
+    return ClassTable(tuple(None if name in ("__background__", "N/A") else name
+                            for name in official.meta["categories"]))
+
+
+@dataclass
+class TorchParams:
+    """Settings every torchvision engine has; `table` is the class table that `classes` names refer to."""
+
+    weights: str = "default"
+    """Either default (torchvision's official weights, downloaded once), none (random init) or a state-dict file."""
+    device: str = "auto"
+    """auto (first CUDA GPU if there is one, else CPU), cpu, cuda or cuda:N."""
+    precision: Literal["fp32", "fp16"] = "fp32"
+    """fp16 runs the model under CUDA autocast; refused on CPU."""
+    classes: tuple[str, ...] = ()
+    """Class names to keep (empty: all)."""
+    min_size: int = 800
+    """The model input's shorter side in pixels."""
+
+    table: ClassVar[ClassTable]
+
+    def validate(self) -> None:
+        """Reject values no run could use (the device's presence is checked when the engine is built)."""
+        if not DEVICE_PATTERN.fullmatch(self.device):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N; got {self.device!r}")
+        if self.weights not in ("default", "none") and not Path(self.weights).is_file():
+            raise ValueError(f"weights must be default, none or a state-dict file; {self.weights!r} is not a file")
+        if not 32 <= self.min_size <= 4096:
+            raise ValueError(f"min_size must be 32..4096 pixels; got {self.min_size}")
+        try:
+            self.table.ids_of(list(self.classes))
+        except KeyError as error:
+            raise ValueError(error.args[0]) from None
+
+
+def resolve_device(spec: str, precision: str) -> torch.device:
+    """The device `spec` names, checked against this machine; fp16 needs CUDA."""
+    if spec == "auto":
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(spec)
+    if device.type == "cuda":
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise EngineError(f"device {spec}: no CUDA GPU here (torch {torch.__version__}); use device cpu")
+        if (device.index or 0) >= count:
+            raise EngineError(f"device {spec}: this machine has {count} CUDA GPU(s), cuda:0..cuda:{count - 1}")
+        device = torch.device("cuda", device.index or 0)
+    if precision == "fp16" and device.type != "cuda":
+        raise EngineError("precision fp16 needs a CUDA GPU and this run is on the CPU; use precision fp32")
+    return device
+
+
+def cuda_status() -> str:
+    """Whether CUDA can be used here, for `--list-engines`."""
+    count = torch.cuda.device_count()
+    return f"CUDA: yes ({count} GPU{'s' if count > 1 else ''})" if count else "CUDA: no (runs on CPU)"
+
+
+class TorchEngine(Engine):
+    """A torchvision model built by torchvision's own builder, with weights from `engines.weights`."""
+
+    Params: ClassVar[type[TorchParams]]
+    official: ClassVar[WeightsEnum]
+    """torchvision's official weights for the model (`weights = "default"`)."""
+    builder: ClassVar[Callable[..., nn.Module]]
+    unused_prefixes: ClassVar[tuple[str, ...]] = ()
+    """Checkpoint entries inference never runs (dropped before loading, e.g. FCN's auxiliary training head)."""
+
+    def __init__(self, params: TorchParams) -> None:
+        self.params = params
+        self.device = resolve_device(params.device, params.precision)
+        self._model: nn.Module | None = None
+        self._keep: Tensor | None = None
+
+    @property
+    def classes(self) -> ClassTable:
+        """The class table of the official weights (also used with --weights PATH/none)."""
+        return self.Params.table
+
+    @classmethod
+    def availability(cls) -> str:
+        """Weights cached or not, CUDA or not."""
+        return f"{weights_status(cls.official)}; {cuda_status()}"
+
+    def build(self) -> nn.Module:
+        """The untrained model from torchvision's builder, shaped for the official weights."""
+        return type(self).builder(weights=None, weights_backbone=None, num_classes=len(self.classes.names),
+                                  **self.model_settings())
+
+    @abstractmethod
+    def model_settings(self) -> dict[str, Any]:
+        """Builder keyword arguments taken from the engine's settings."""
+
+    def load(self) -> None:
+        """Build the model, load its weights, move it to the device; runs in the infer thread."""
+        state = load_weights(self.params.weights, self.official, self.name)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)  # weights "none": the same random model every run, for benchmarks and tests
+            model = self.build()
+        if state is not None:
+            for key in [key for key in state if key.startswith(self.unused_prefixes)]:
+                del state[key]  # in place: the checkpoint's version metadata stays with it
+            fit_state(model, state, repr(self.params.weights), self.name)
+        self._model = model.to(self.device).eval()
+        if self.params.classes:
+            keep = torch.zeros(len(self.classes.names), dtype=torch.bool)
+            keep[self.classes.ids_of(list(self.params.classes))] = True
+            self._keep = keep.to(self.device)
+
+    def close(self) -> None:
+        """Drop the model, so its (device) memory can be reused."""
+        self._model = None
+        self._keep = None
+
+    def loaded_model(self) -> nn.Module:
+        """The model `load` built; calling `infer` before `load` is a programming error."""
+        if self._model is None:
+            raise RuntimeError(f"{self.name}: infer() called before load()")
+        return self._model
+
+    def upload(self, frame: Frame) -> Tensor:
+        """The frame as RGB uint8 (3,H,W) on the device: one (pinned, asynchronous) copy, channels swapped there."""
+        image = torch.from_numpy(np.ascontiguousarray(frame.image))
+        if self.device.type == "cuda":
+            image = image.pin_memory().to(self.device, non_blocking=True)
+        return image.permute(2, 0, 1).flip(0).contiguous()
+
+    def autocast(self) -> AbstractContextManager[Any]:
+        """fp16 autocast on CUDA when asked; a no-op otherwise."""
+        return torch.autocast(self.device.type, dtype=torch.float16, enabled=self.params.precision == "fp16")
