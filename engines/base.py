@@ -55,6 +55,9 @@ class Engine(ABC):
     def infer(self, frames: Sequence[Frame], prepared: Sequence[Any]) -> list[Segmentation]:
         """Segment a batch of frames (in order); returns one `Segmentation` per frame."""
 
+    def reset(self) -> None:
+        """Forget what earlier frames taught the engine (background model, warm start): a new video begins."""
+
     def close(self) -> None:
         """Release what `load` acquired."""
 

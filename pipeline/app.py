@@ -7,16 +7,19 @@ finalizes it, after an error or Ctrl-C too.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from engines.base import Engine, create_engine
 from pipeline.config import RunConfig
+from pipeline.exports import Export
 from pipeline.render import Renderer
-from pipeline.runner import Policy, RunStats, Runner, Stage
+from pipeline.runner import Policy, Runner, RunStats, Stage
+from pipeline.tracking import Tracker, TrackSettings
 from pipeline.types import Frame, Segmentation
 from pipeline.video_io import VideoSink, VideoSource
 
@@ -27,7 +30,8 @@ class RunSummary:
 
     frames: int
     seconds: float
-    output: Path
+    output: Path | None
+    """The video written; None for an annotations-only run."""
     stats: RunStats
 
     @property
@@ -80,9 +84,16 @@ class LazySink:
             self._sink.close()
 
 
-def build_stages(engine: Engine, renderer: Renderer, write: Callable[[Frame], None], batch: int) -> list[Stage]:
-    """The four stages after capture, sharing one engine and one renderer."""
+def build_stages(engine: Engine, renderer: Renderer | None, write: Callable[[Frame], None], batch: int, *,
+                 track: TrackSettings | None = None, exports: Sequence[Export] = (), loaded: bool = False
+                 ) -> list[Stage]:
+    """The stages after capture, sharing one engine and one renderer: preprocess → infer → track → export → render
+    → write. `track` (when enabled and the engine is an instance engine) adds the track stage, `exports` the export
+    stage; without a renderer (annotations only) the last two are left out and `write` gets each exported frame.
+    `loaded`: the caller loaded the engine and keeps it for more videos, so the infer stage resets it instead of
+    loading it, and leaves it open."""
     meter = RateMeter()
+    tracker = Tracker(track) if track is not None and track.enabled and engine.kind == "instance" else None
 
     def preprocess(frames: list[Frame]) -> list[tuple[Frame, Any]]:
         return [(frame, engine.prepare(frame)) for frame in frames]
@@ -93,6 +104,7 @@ def build_stages(engine: Engine, renderer: Renderer, write: Callable[[Frame], No
         return list(zip(frames, results, strict=True))
 
     def render(items: list[tuple[Frame, Segmentation]]) -> list[Frame]:
+        assert renderer is not None  # staged only with a renderer
         rendered = []
         for frame, seg in items:
             image = renderer.render(frame.image, seg, fps=meter.tick())
@@ -105,40 +117,71 @@ def build_stages(engine: Engine, renderer: Renderer, write: Callable[[Frame], No
             write(frame)
         return []
 
-    return [
+    def export(items: list[tuple[Frame, Segmentation]]) -> list[tuple[Frame, Segmentation]]:
+        for frame, seg in items:
+            for sink in exports:
+                sink.write(frame, seg)
+            if renderer is None:
+                write(frame)
+        return [] if renderer is None else items
+
+    def close_exports() -> None:
+        with contextlib.ExitStack() as closing:  # every sink is closed, even after one fails to
+            for sink in exports:
+                closing.callback(sink.close)
+
+    stages = [
         Stage("preprocess", preprocess),
-        Stage("infer", infer, batch_size=batch, setup=engine.load, teardown=engine.close),
-        Stage("render", render),
-        Stage("write", encode),
+        Stage("infer", infer, batch_size=batch, setup=engine.reset if loaded else engine.load,
+              teardown=None if loaded else engine.close),
     ]
+    if tracker is not None:
+        stages.append(Stage("track", lambda items: [(frame, tracker.update(seg, frame.index)) for frame, seg in items]))
+    if exports or renderer is None:
+        stages.append(Stage("export", export, teardown=close_exports))
+    if renderer is not None:
+        stages += [Stage("render", render), Stage("write", encode)]
+    return stages
 
 
 class AnnotateJob:
-    """One file-to-file run; `frames_written` stays readable after `run` raises, for the error message."""
+    """One file-to-file run; `frames_written` stays readable after `run` raises, for the error message.
 
-    def __init__(self, config: RunConfig, source: VideoSource, output: Path,
-                 *, on_frame: Callable[[int], None] | None = None) -> None:
-        self._sink = LazySink(output, source, config)
+    `output` None: annotations only (the `exports`), without the render and encode stages. `engine`: one the caller
+    loaded and keeps loaded across runs (a batch worker's; reset for this video); None: this run builds, loads and
+    closes its own.
+    """
+
+    def __init__(self, config: RunConfig, source: VideoSource, output: Path | None,
+                 *, on_frame: Callable[[int], None] | None = None, exports: Sequence[Export] = (),
+                 engine: Engine | None = None) -> None:
+        self._sink = None if output is None else LazySink(output, source, config)
         self._on_frame = on_frame
-        stages = build_stages(create_engine(config.engine, config.engine_params), Renderer(config.render),
-                              self._write, config.pipeline.batch)
-        stages[-1].teardown = self._sink.close
+        self._frames = 0
+        renderer = None if output is None else Renderer(config.render)
+        stages = build_stages(engine or create_engine(config.engine, config.engine_params), renderer,
+                              self._write, config.pipeline.batch, track=config.track, exports=exports,
+                              loaded=engine is not None)
+        if self._sink is not None:
+            stages[-1].teardown = self._sink.close
         policy = Policy.LIVE if config.pipeline.policy == "live" else Policy.LOSSLESS
         self.runner = Runner(source, stages, queue_size=config.pipeline.queue_size, policy=policy)
 
     @property
     def frames_written(self) -> int:
-        """Frames in the output so far."""
-        return self._sink.frames_written
+        """Frames in the output (the video, or the exports without one) so far."""
+        return self._frames
 
     def run(self) -> RunSummary:
         """Run to the end of the input; raises `StageFailed` (stage named) or `KeyboardInterrupt`."""
         started = time.perf_counter()
         stats = self.runner.run()
         return RunSummary(frames=self.frames_written, seconds=time.perf_counter() - started,
-                          output=self._sink.path, stats=stats)
+                          output=None if self._sink is None else self._sink.path, stats=stats)
 
     def _write(self, frame: Frame) -> None:
-        self._sink.write(frame)
+        if self._sink is not None:
+            self._sink.write(frame)
+        self._frames += 1
         if self._on_frame is not None:
             self._on_frame(self.frames_written)

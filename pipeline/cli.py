@@ -7,17 +7,24 @@ written), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
+import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from engines.base import ENGINES, EngineError, create_engine
 from pipeline import __version__
 from pipeline.settings import ConfigError, parse_scalar
+
+if TYPE_CHECKING:
+    from pipeline.config import RunConfig
+    from pipeline.live_app import LiveJob
 
 PROG = "seg-video"
 EXIT_FAILED, EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM = 1, 2, 130, 143
@@ -55,8 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
                f"  {PROG} cam.mp4 out.mp4 --config cpu-classical --param history=300\n  {PROG} --list-engines",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("input", nargs="?", help="video file to read (anything FFmpeg decodes)")
+    parser.add_argument("input", nargs="?", help="video file to read (anything FFmpeg decodes), or a live source: "
+                                                 "a camera (0, /dev/video0) or a stream URL (rtsp://, http://, udp://, srt://)")
     parser.add_argument("output", nargs="?", help="annotated video to write (.mp4 → H.264 + input's audio)")
+    parser.add_argument("more", nargs="*", metavar="SOURCE",
+                        help="live runs: more sources (cameras, URLs, files), tiled in the window and the browser")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     parser.add_argument("--list-engines", action="store_true", help="show the engines, what each needs, and exit")
     parser.add_argument("--make-sample", metavar="PATH", help="write a short sample clip (moving shapes, sound)")
@@ -78,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--mask-threshold", type=float, metavar="M", help="mask probability cut-off")
     engine.add_argument("--classes", metavar="A,B", help="keep only these class names, e.g. person,car")
     engine.add_argument("--min-size", type=int, metavar="PX", help="model input's shorter side")
+    engine.add_argument("--semantic", choices=("overlay", "labels", "instances"),
+                        help="semantic engines: label map blended over the frame (default), the colour map alone, "
+                             "or one masked instance per class with boxes")
 
     other = parser.add_argument_group("pipeline, rendering and output")
     other.add_argument("--batch", type=int, metavar="N", help="frames per inference call (default 1)")
@@ -90,7 +103,33 @@ def build_parser() -> argparse.ArgumentParser:
     other.add_argument("--preset", help="x264 speed preset, e.g. ultrafast, veryfast, medium")
     other.add_argument("--no-audio", action="store_true", help="don't carry the input's audio")
     other.add_argument("--set", action="append", default=[], metavar="TABLE.KEY=VALUE",
-                       help="any pipeline/render/output setting, e.g. --set render.legend=false")
+                       help="any pipeline/render/output/live/track setting, e.g. --set render.legend=false")
+
+    notes = parser.add_argument_group("annotations (file runs): machine-readable results, instance tracking")
+    notes.add_argument("--coco", metavar="FILE.json",
+                       help="write COCO-style results: an image per frame, masks as compressed RLE, track ids")
+    notes.add_argument("--masks-dir", metavar="DIR",
+                       help="write a palette PNG label map per frame (class ids, or track ids) and legend.json")
+    notes.add_argument("--no-video", action="store_true",
+                       help="write only the annotations (no OUTPUT video: no render or encode work)")
+    notes.add_argument("--no-track", action="store_true",
+                       help="don't track instances across frames (ids and colours then follow detection order)")
+
+    live = parser.add_argument_group(
+        "live (cameras, streams, several sources; chosen by such a SOURCE, --display or --serve)")
+    live.add_argument("--display", action="store_true",
+                      help="show the result in a window: q/Esc quit, space pause, s snapshot")
+    live.add_argument("--serve", metavar="[HOST:]PORT",
+                      help="browser view (MJPEG streams + live stats page) on 127.0.0.1:PORT, or HOST:PORT")
+    live.add_argument("--token", help="token the browser view requires (generated and printed when HOST is not "
+                                      "loopback)")
+    live.add_argument("--output", dest="record", metavar="FILE",
+                      help="record the annotated result too (several sources: FILE-0.mp4, FILE-1.mp4, …)")
+    live.add_argument("--policy", choices=("auto", "live", "lossless"),
+                      help="live: newest frame wins, stale ones dropped (default for cameras and streams); "
+                           "lossless: every frame (default for files)")
+    live.add_argument("--camera-size", metavar="WxH", help="picture size to ask cameras for, e.g. 1280x720")
+    live.add_argument("--camera-fps", type=float, metavar="N", help="frame rate to ask cameras for")
     return parser
 
 
@@ -119,53 +158,142 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.make_sample:
         return _make_sample(Path(args.make_sample), args.overwrite)
-    if not args.input or not args.output:
+    from pipeline.live_app import plan_live
+
+    positionals = [p for p in (args.input, args.output, *args.more) if p]
+    plan = plan_live(positionals, viewer=args.display or args.serve is not None, output=args.record)
+    if plan is None and args.record is not None:
+        if args.output is not None:
+            raise UsageError("give the output once: as OUTPUT or as --output FILE")
+        args.output = args.record
+    if plan is None and (not args.input or not (args.output or args.no_video)):
         raise UsageError("give an INPUT and an OUTPUT video (or --list-engines, --make-sample PATH)")
+    if plan is not None and (args.coco or args.masks_dir or args.no_video):
+        raise UsageError("--coco, --masks-dir and --no-video work on video files: INPUT [OUTPUT]")
     try:
-        return _annotate(args)
+        return _annotate(args) if plan is None else _live(args, plan.sources, plan.output)
     except MediaError as error:
         raise UsageError(str(error)) from None
 
 
 def _annotate(args: argparse.Namespace) -> int:
     from pipeline.app import AnnotateJob
-    from pipeline.config import build_config, read_config_file
+    from pipeline.exports import CocoWriter, Export, LabelMapWriter
     from pipeline.progress import Progress
     from pipeline.runner import StageFailed
     from pipeline.video_io import VideoSource
 
-    input_path, output_path = Path(args.input), Path(args.output)
-    check_paths(input_path, output_path, overwrite=args.overwrite)
-    if args.max_frames is not None and args.max_frames < 1:
-        raise UsageError(f"--max-frames must be at least 1; got {args.max_frames}")
-    data = read_config_file(args.config) if args.config else {}
-    config = build_config(data, engine=args.engine, engine_params=engine_overrides(args),
-                          sections=section_overrides(args))
-    create_engine(config.engine, config.engine_params)  # settings checked before any output exists
+    input_path = Path(args.input)
+    output_path = check_annotation_outputs(args, input_path)
+    config = _config(args)
     source = VideoSource(input_path, max_frames=args.max_frames)
     total = source.info.frame_count
     if total is not None and args.max_frames is not None:
         total = min(total, args.max_frames)
     progress = Progress(total, enabled=False if args.quiet else None)
-    job = AnnotateJob(config, source, output_path, on_frame=progress.update)
+    exports: list[Export] = []
+    if args.coco:
+        exports.append(CocoWriter(Path(args.coco), video_name=input_path.name, fps=source.info.fps,
+                                  engine=config.engine))
+    if args.masks_dir:
+        exports.append(LabelMapWriter(Path(args.masks_dir)))
+    job = AnnotateJob(config, source, output_path, on_frame=progress.update, exports=exports)
+    written_to = output_path or Path(args.coco or args.masks_dir)
     try:
         summary = job.run()
     except StageFailed as failure:
         progress.close()
         if isinstance(failure.error, EngineError) and job.frames_written == 0:
             raise UsageError(str(failure.error)) from None
-        return _fail(f"{failure}; {_written(job.frames_written, output_path)}", EXIT_FAILED)
+        return _fail(f"{failure}; {_written(job.frames_written, written_to)}", EXIT_FAILED)
     except KeyboardInterrupt:
         progress.close()
-        return _fail(f"interrupted; {_written(job.frames_written, output_path)}", EXIT_SIGINT)
+        return _fail(f"interrupted; {_written(job.frames_written, written_to)}", EXIT_SIGINT)
     except Terminated:
         progress.close()
-        return _fail(f"terminated; {_written(job.frames_written, output_path)}", EXIT_SIGTERM)
+        return _fail(f"terminated; {_written(job.frames_written, written_to)}", EXIT_SIGTERM)
     progress.close()
     if not args.quiet:
         dropped = f", {summary.stats.dropped} dropped" if summary.stats.dropped else ""
+        outputs = ", ".join(str(path) for path in (output_path, args.coco, args.masks_dir) if path)
         print(f"{PROG}: {summary.frames} frames in {summary.seconds:.1f} s ({summary.fps:.1f} fps{dropped}) "
-              f"→ {summary.output}", file=sys.stderr)
+              f"→ {outputs}", file=sys.stderr)
+    return 0
+
+
+def _config(args: argparse.Namespace) -> RunConfig:
+    """The run's settings: the config file or preset, then the command line's overrides, all checked."""
+    from pipeline.config import build_config, read_config_file
+
+    if args.max_frames is not None and args.max_frames < 1:
+        raise UsageError(f"--max-frames must be at least 1; got {args.max_frames}")
+    data = read_config_file(args.config) if args.config else {}
+    config = build_config(data, engine=args.engine, engine_params=engine_overrides(args),
+                          sections=section_overrides(args))
+    create_engine(config.engine, config.engine_params)  # settings checked before any output exists
+    return config
+
+
+def _live(args: argparse.Namespace, sources: list[str], output: str | None) -> int:
+    """Cameras, streams or several sources, segmented live into a window, a browser view and/or recordings."""
+    from pipeline.display import DisplayError, check_display
+    from pipeline.live import open_inputs, source_kind
+    from pipeline.live_app import LiveJob, LiveOptions, output_paths
+    from pipeline.runner import StageFailed
+    from pipeline.video_io import one_line
+    from pipeline.web import parse_address
+
+    if not sources:
+        raise UsageError("give a SOURCE: a camera (0, /dev/video0), a stream URL or a video file")
+    if not (args.display or args.serve is not None or output):
+        raise UsageError("a live run needs somewhere to show or keep its pictures: --display, "
+                         "--serve [HOST:]PORT or --output FILE")
+    config = _config(args)
+    outputs = output_paths(Path(output), len(sources)) if output else []
+    files = [Path(s).resolve() for s in sources if source_kind(s) == "file"]
+    for path in outputs:
+        check_output(path, overwrite=args.overwrite)
+        if path.resolve() in files:
+            raise UsageError(f"output {path} is an input file; choose another output path")
+    try:
+        serve = None if args.serve is None else parse_address(args.serve)
+        if args.token == "":
+            raise ValueError("--token must not be empty (it would admit anyone)")
+        if args.display:
+            check_display()
+    except (ValueError, DisplayError) as error:
+        raise UsageError(str(error)) from None
+    stop = threading.Event()
+    inputs = open_inputs(sources, config.live, policy=config.pipeline.policy, stop=stop, max_frames=args.max_frames)
+    logger, report = logging.getLogger("pipeline"), logging.StreamHandler(sys.stderr)
+    report.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
+    logger.addHandler(report)
+    logger.setLevel(logging.INFO)
+    job: LiveJob | None = None
+    try:
+        try:
+            job = LiveJob(config, inputs, LiveOptions(display=args.display, serve=serve, token=args.token,
+                                                      outputs=outputs), stop=stop)
+        except OSError as error:
+            raise UsageError(f"cannot serve on {args.serve}: {one_line(error)}") from None
+        summary = job.run()
+    except StageFailed as failure:
+        if isinstance(failure.error, EngineError) and (job is None or job.frames_recorded == 0):
+            raise UsageError(str(failure.error)) from None
+        return _fail(f"{failure}{_recorded(job, output)}", EXIT_FAILED)
+    except KeyboardInterrupt:
+        return _fail(f"interrupted{_recorded(job, output)}", EXIT_SIGINT)
+    except Terminated:
+        return _fail(f"terminated{_recorded(job, output)}", EXIT_SIGTERM)
+    finally:
+        logger.removeHandler(report)
+        for opened in inputs:
+            opened.close()
+    if not args.quiet:
+        for feed, recording in zip(summary.feeds, summary.recordings, strict=True):
+            kept = f" → {recording[0]} ({recording[1]} frames)" if recording is not None else ""
+            print(f"{PROG}: {feed.name}: {feed.frames} frames in {summary.seconds:.1f} s, {feed.line()}{kept}",
+                  file=sys.stderr)
     return 0
 
 
@@ -179,6 +307,37 @@ def check_paths(input_path: Path, output_path: Path, *, overwrite: bool) -> None
         output_path.exists() and os.path.samefile(output_path, input_path)
     ):
         raise UsageError(f"output {output_path} is the input file; choose another output path")
+    check_output(output_path, overwrite=overwrite)
+
+
+def check_annotation_outputs(args: argparse.Namespace, input_path: Path) -> Path | None:
+    """Check the video, COCO and label-map outputs a file run asks for; returns the video's path (None: no video)."""
+    if args.no_video and args.output:
+        raise UsageError(f"--no-video writes no video: drop OUTPUT ({args.output}) or --no-video")
+    if args.no_video and not (args.coco or args.masks_dir):
+        raise UsageError("--no-video needs --coco FILE.json and/or --masks-dir DIR (else nothing is written)")
+    files = [Path(p) for p in (args.output, args.coco) if p]
+    if len({path.resolve() for path in files}) < len(files):
+        raise UsageError(f"OUTPUT and --coco are the same file: {args.coco}")
+    for path in files:
+        check_paths(input_path, path, overwrite=args.overwrite)
+    if args.masks_dir:
+        check_folder(Path(args.masks_dir), overwrite=args.overwrite)
+    return Path(args.output) if args.output else None
+
+
+def check_folder(folder: Path, *, overwrite: bool) -> None:
+    """Refuse an output folder that is a file, holds files (unless `overwrite`) or cannot be made."""
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--masks-dir is a file, not a folder: {folder}")
+    if folder.is_dir() and any(folder.iterdir()) and not overwrite:
+        raise UsageError(f"--masks-dir is not empty: {folder} (use --overwrite to write into it)")
+    if not folder.resolve().parent.is_dir():
+        raise UsageError(f"--masks-dir's parent folder does not exist: {folder.resolve().parent}")
+
+
+def check_output(output_path: Path, *, overwrite: bool) -> None:
+    """Refuse an output that is a folder, would replace a file unasked, or cannot be written."""
     if output_path.is_dir():
         raise UsageError(f"output is a folder: {output_path}; give a file name such as {output_path}/out.mp4")
     if output_path.exists() and not overwrite:
@@ -186,8 +345,11 @@ def check_paths(input_path: Path, output_path: Path, *, overwrite: bool) -> None
     folder = output_path.resolve().parent
     if not folder.is_dir():
         raise UsageError(f"output folder does not exist: {folder}")
-    if not os.access(folder, os.W_OK):
-        raise UsageError(f"output folder is not writable: {folder}")
+    try:  # a real write, not os.access: root passes permission checks but not a read-only file system
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".seg-video-probe-"):
+            pass
+    except OSError:
+        raise UsageError(f"output folder is not writable: {folder}") from None
 
 
 def engine_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -198,29 +360,39 @@ def engine_overrides(args: argparse.Namespace) -> dict[str, Any]:
         if value is not None:
             params[field_name] = tuple(v.strip() for v in value.split(",") if v.strip()) \
                 if dest == "classes" else value
+    if args.semantic == "instances":
+        params["output"] = "instances"
     return params
 
 
 def section_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """Pipeline/render/output settings given on the command line, by table."""
-    tables: dict[str, dict[str, Any]] = {"pipeline": {}, "render": {}, "output": {}}
+    tables: dict[str, dict[str, Any]] = {"pipeline": {}, "render": {}, "output": {}, "live": {}, "track": {}}
     for item in args.set:
         key, value = _key_value(item, "--set")
         table, _, field_name = key.partition(".")
         if table not in tables or not field_name:
-            raise UsageError(f"--set {item}: the key must be pipeline.X, render.X or output.X")
+            raise UsageError(f"--set {item}: the key must be pipeline.X, render.X, output.X, live.X or track.X")
         tables[table][field_name] = value
     flags = {("pipeline", "batch"): args.batch, ("pipeline", "queue_size"): args.queue_size,
-             ("render", "alpha"): args.alpha, ("output", "crf"): args.crf, ("output", "preset"): args.preset}
+             ("render", "alpha"): args.alpha, ("output", "crf"): args.crf, ("output", "preset"): args.preset,
+             ("pipeline", "policy"): args.policy, ("live", "camera_fps"): args.camera_fps}
+    if args.camera_size is not None:
+        width, sep, height = args.camera_size.lower().partition("x")
+        if not (sep and width.isdigit() and height.isdigit()):
+            raise UsageError(f"--camera-size takes WIDTHxHEIGHT, e.g. 1280x720; got {args.camera_size!r}")
+        tables["live"].update(camera_width=int(width), camera_height=int(height))
     for (table, field_name), value in flags.items():
         if value is not None:
             tables[table][field_name] = value
     for flag, (table, field_name) in {"no_boxes": ("render", "boxes"), "no_labels": ("render", "labels"),
-                                      "no_audio": ("output", "audio")}.items():
+                                      "no_audio": ("output", "audio"), "no_track": ("track", "enabled")}.items():
         if getattr(args, flag):
             tables[table][field_name] = False
     if args.fps_overlay:
         tables["render"]["fps_overlay"] = True
+    if args.semantic in ("overlay", "labels"):
+        tables["render"]["semantic"] = args.semantic
     return tables
 
 
@@ -254,6 +426,11 @@ def _key_value(item: str, flag: str) -> tuple[str, Any]:
     if not sep or not key.strip():
         raise UsageError(f"{flag} {item}: expected KEY=VALUE")
     return key.strip(), parse_scalar(value.strip())
+
+
+def _recorded(job: LiveJob | None, output: str | None) -> str:
+    """`; N frames written to FILE` after a live run that records, else nothing."""
+    return "" if job is None or output is None else f"; {_written(job.frames_recorded, Path(output))}"
 
 
 def _written(frames: int, output: Path) -> str:

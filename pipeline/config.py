@@ -1,11 +1,13 @@
 """Run configuration: TOML presets (configs/*.toml) mapped one-to-one onto dataclasses, CLI flags on top.
 
-A config file has up to four tables; every key is optional and checked:
+A config file has up to six tables; every key is optional and checked:
 
     [engine]            name = "motion"; a sub-table per engine holds that engine's settings: [engine.motion]
     [pipeline]          queue_size, policy, batch
     [render]            pipeline.render.RenderSettings
     [output]            pipeline.video_io.EncoderSettings
+    [live]              pipeline.live.LiveSettings (cameras and streams: timeouts, reconnection, camera size)
+    [track]             pipeline.tracking.TrackSettings (instance identities across frames)
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from engines.base import ENGINES
+from pipeline.live import LiveSettings
 from pipeline.render import RenderSettings
 from pipeline.settings import ConfigError, from_mapping
+from pipeline.tracking import TrackSettings
 from pipeline.video_io import EncoderSettings
 
 DEFAULT_ENGINE = "motion"
@@ -50,6 +54,8 @@ class RunConfig:
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
     render: RenderSettings = field(default_factory=RenderSettings)
     output: EncoderSettings = field(default_factory=EncoderSettings)
+    live: LiveSettings = field(default_factory=LiveSettings)
+    track: TrackSettings = field(default_factory=TrackSettings)
 
 
 def preset_names() -> list[str]:
@@ -90,9 +96,10 @@ def build_config(
     sections: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> RunConfig:
     """Check a parsed config and apply overrides: an engine name, engine settings, other tables' settings."""
-    unknown = set(data) - {"engine", "pipeline", "render", "output"}
+    unknown = set(data) - {"engine", "pipeline", "render", "output", "live", "track"}
     if unknown:
-        raise ConfigError(f"unknown config table [{sorted(unknown)[0]}] (known: engine, pipeline, render, output)")
+        raise ConfigError(f"unknown config table [{sorted(unknown)[0]}] (known: engine, pipeline, render, output, "
+                          "live, track)")
     engine_table = _table(data, "engine")
     engine_name = engine or engine_table.get("name", DEFAULT_ENGINE)
     if not isinstance(engine_name, str) or engine_name not in ENGINES:
@@ -104,13 +111,16 @@ def build_config(
     params = dict(engine_table.get(engine_name, {}))
     params.update(engine_params or {})
     overrides = sections or {}
-    merged = {name: {**_table(data, name), **overrides.get(name, {})} for name in ("pipeline", "render", "output")}
+    merged = {name: {**_table(data, name), **overrides.get(name, {})}
+              for name in ("pipeline", "render", "output", "live", "track")}
     return RunConfig(
         engine=engine_name,
         engine_params=params,
         pipeline=from_mapping(PipelineSettings, merged["pipeline"], "pipeline"),
         render=from_mapping(RenderSettings, merged["render"], "render"),
         output=from_mapping(EncoderSettings, merged["output"], "output"),
+        live=from_mapping(LiveSettings, merged["live"], "live"),
+        track=from_mapping(TrackSettings, merged["track"], "track"),
     )
 
 

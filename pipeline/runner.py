@@ -3,7 +3,9 @@
 Items flow source → stage 1 → … → stage N in order (one thread per stage keeps FIFO order). Every blocking
 `put`/`get` waits in short slices and checks the stop event, so nothing hangs on a full or empty queue. The first
 stage to raise sets the stop event; every thread then leaves its loop and runs its teardown (sinks finalize
-there), and `run` re-raises the failure in the caller as `StageFailed` naming the stage.
+there), and `run` re-raises the failure in the caller as `StageFailed` naming the stage. A source that raises
+(a decode error mid-file) ends the stream instead: the frames it already produced are processed and written,
+then the failure is raised.
 """
 
 from __future__ import annotations
@@ -163,10 +165,12 @@ class Runner:
         policy: Policy = Policy.LOSSLESS,
         source_name: str = "capture",
         join_timeout: float = 5.0,
+        stop_event: threading.Event | None = None,
     ) -> None:
+        """`stop_event`, when given, is shared with other runs (and the source) so one stop ends them all."""
         if not stages:
             raise ValueError("a run needs at least one stage after the source")
-        self.stop_event = threading.Event()
+        self.stop_event = stop_event if stop_event is not None else threading.Event()
         self.stats = RunStats()
         self._source = source
         self._source_name = source_name
@@ -213,10 +217,14 @@ class Runner:
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
 
-    def _fail(self, stage: str, error: BaseException) -> None:
+    def _record(self, stage: str, error: BaseException) -> None:
+        """Keep the first failure, to re-raise once every thread has finished."""
         with self._failure_lock:
             if self._failure is None:
                 self._failure = StageFailed(stage, error)
+
+    def _fail(self, stage: str, error: BaseException) -> None:
+        self._record(stage, error)
         self.stop_event.set()
 
     def _capture_loop(self) -> None:
@@ -230,12 +238,15 @@ class Runner:
                     item = next(iterator)
                 except StopIteration:
                     break
+                except Exception as error:  # noqa: BLE001 - a broken source ends the stream; see below
+                    self._record(self._source_name, error)
+                    break
                 stats.busy_seconds += time.perf_counter() - started
                 stats.items += 1
                 output.put(item)
             else:
                 return
-            output.put(END)
+            output.put(END)  # after a source error too: frames already captured still reach the sink
         except Stopped:
             pass
         except BaseException as error:  # noqa: BLE001 - any failure must stop the run and reach the caller

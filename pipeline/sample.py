@@ -1,5 +1,7 @@
 """A deterministic synthetic clip: coloured shapes gliding over a static textured background, with a tone melody.
 
+The first half second shows the background alone (INTRO_SECONDS).
+
 Used by `seg-video --make-sample`, the tests and the benchmark. The background never changes (background
 subtraction can learn it); each shape is one solid colour, so its ground-truth mask is exact.
 """
@@ -24,6 +26,9 @@ SHAPES = ("circle", "rectangle", "triangle")
 AUDIO_RATE = 48_000
 MELODY_HZ = (523.25, 659.25, 783.99, 1046.50)  # C5 E5 G5 C6, repeated
 NOTE_SECONDS = 0.25
+INTRO_SECONDS = 0.5
+"""The scene starts empty for this long, as a surveillance camera would, so background models learn a clean
+background before the shapes arrive."""
 
 
 class SampleScene:
@@ -41,6 +46,8 @@ class SampleScene:
         """(BGR image, (n,H,W) bool masks); a mask holds the visible pixels (later objects cover earlier ones)."""
         image = self.background.copy()
         masks = np.zeros((self.objects, self.height, self.width), bool)
+        if index / self.fps < INTRO_SECONDS:
+            return image, masks
         for k in range(self.objects):
             centre = self._centre(k, index / self.fps)
             self._draw(image, k, centre, COLOURS_BGR[k % len(COLOURS_BGR)])

@@ -137,8 +137,8 @@ def boxes_from_masks(masks: npt.NDArray[np.bool_]) -> npt.NDArray[np.float32]:
     boxes = np.zeros((n, 4), np.float32)
     if n == 0:
         return boxes
-    rows = masks.any(axis=2)
-    cols = masks.any(axis=1)
+    rows = np.asarray(masks.any(axis=2))
+    cols = np.asarray(masks.any(axis=1))
     for i in range(n):
         ys = np.flatnonzero(rows[i])
         xs = np.flatnonzero(cols[i])

@@ -172,3 +172,17 @@ def test_live_policy_drops_stale_frames_and_keeps_the_newest() -> None:
     assert len(indices) + stats.dropped == 200
     assert indices == sorted(indices)  # what is kept stays in order
     assert indices[-1] == 199  # the newest frame always gets through
+
+
+def test_a_source_failure_still_delivers_the_frames_captured_before_it() -> None:
+    def source() -> Iterator[Frame]:
+        for frame in frames(40):
+            if frame.index == 30:
+                raise OSError("decode error at frame 30")
+            yield frame
+
+    collector = Collector()
+    with pytest.raises(StageFailed, match="capture stage failed: decode error at frame 30"):
+        Runner(source(), [jittery("infer", 0.003), collector.stage()], queue_size=2).run()
+    assert [f.index for f in collector.items] == list(range(30))
+    assert collector.finalized

@@ -54,6 +54,10 @@ class KMeansEngine(FrameEngine):
         self._classes = ClassTable(tuple(f"cluster {i}" for i in range(params.k)))
         self._centres: Pixels | None = None
 
+    def reset(self) -> None:
+        """Forget the previous frame's centres: the next frame is clustered from scratch (k-means++)."""
+        self._centres = None
+
     @property
     def classes(self) -> ClassTable:
         """("cluster 0", ..., "cluster k-1"), in the order of the first clustered frame's centres by L, a, b."""

@@ -67,6 +67,11 @@ class MotionEngine(FrameEngine):
     def __init__(self, params: MotionParams) -> None:
         self.params = params
         self._kernel = ellipse(params.kernel)
+        self.reset()
+
+    def reset(self) -> None:
+        """A fresh background model: the next frame is the first of a new video."""
+        params = self.params
         self._model = (
             cv2.createBackgroundSubtractorMOG2(params.history, params.var_threshold, params.detect_shadows)
             if params.method == "mog2"

@@ -1,0 +1,53 @@
+"""Where built artefacts live (exported ONNX graphs, TensorRT plans, timing caches) and the keys that name them.
+
+The cache folder is `$SEG_VIDEO_CACHE`, else `$XDG_CACHE_HOME/seg-video`, else `~/.cache/seg-video`. The engines
+read ONNX and TensorRT files only from there (or from paths a user names to the tools); a key is a hash of
+everything the file depends on, so a change of model, weights, precision, shapes, TensorRT version or GPU names
+another file instead of reusing a stale one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def cache_dir() -> Path:
+    """The seg-video cache folder (not created here)."""
+    explicit = os.environ.get("SEG_VIDEO_CACHE")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "seg-video"
+
+
+def cache_key(fields: Mapping[str, Any]) -> str:
+    """A short stable hash of `fields` (JSON-serialisable values; key order does not matter)."""
+    text = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def weights_sha256(model: nn.Module) -> str:
+    """SHA-256 of the model's state (names, dtypes, shapes and bytes of every tensor, in name order)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        data = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}:{data.dtype}:{tuple(data.shape)};".encode())
+        digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

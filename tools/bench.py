@@ -1,0 +1,109 @@
+"""Benchmark: seg-video's threaded pipeline against a plain sequential loop, same engine and frames, one run.
+
+    python tools/bench.py                       # motion engine, generated 1280×720 30 fps clip, 330 frames
+    python tools/bench.py --engine kmeans --input my.mp4 --json result.json
+
+Both runs decode → segment → render → encode the same frames with the same stage code; only the threading
+differs. Prints end-to-end fps of each, their ratio, and the threaded run's per-stage milliseconds per frame.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+
+from engines.base import create_engine
+from pipeline.app import AnnotateJob, LazySink, build_stages
+from pipeline.config import RunConfig, build_config
+from pipeline.render import Renderer
+from pipeline.sample import write_sample_clip
+from pipeline.settings import parse_scalar
+from pipeline.video_io import VideoSource
+
+
+def sequential_run(config: RunConfig, source: VideoSource, output: Path) -> tuple[int, float]:
+    """Every frame through every stage function in one thread; returns (frames, seconds)."""
+    started = time.perf_counter()
+    engine = create_engine(config.engine, config.engine_params)
+    engine.load()
+    sink = LazySink(output, source, config)
+    stages = build_stages(engine, Renderer(config.render), sink.write, batch=1)
+    try:
+        for frame in source:
+            items: list[Any] = [frame]
+            for stage in stages:
+                items = stage.process(items)
+    finally:
+        sink.close()
+        engine.close()
+    return sink.frames_written, time.perf_counter() - started
+
+
+def threaded_run(config: RunConfig, source: VideoSource, output: Path) -> tuple[int, float, dict[str, float]]:
+    """The real pipeline; returns (frames, seconds, per-stage busy ms per frame)."""
+    summary = AnnotateJob(config, source, output).run()
+    per_stage = {name: 1000 * s.busy_seconds / max(1, s.items) for name, s in summary.stats.stages.items()}
+    return summary.frames, summary.seconds, per_stage
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run both variants and print the comparison table."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--engine", default="motion")
+    parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--input", type=Path, help="clip to use instead of the generated one")
+    parser.add_argument("--width", type=int, default=1280)
+    parser.add_argument("--height", type=int, default=720)
+    parser.add_argument("--frames", type=int, default=330)
+    parser.add_argument("--preset", default="veryfast", help="x264 preset for both runs")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args(argv)
+
+    params = dict((k, parse_scalar(v)) for k, _, v in (p.partition("=") for p in args.param))
+    config = build_config({}, engine=args.engine, engine_params=params,
+                          sections={"output": {"preset": args.preset}})
+    with tempfile.TemporaryDirectory(prefix="seg-video-bench-") as tmp:
+        folder = Path(tmp)
+        clip = args.input or write_sample_clip(folder / "bench.mp4", seconds=args.frames / 30.0,
+                                               width=args.width, height=args.height, fps=30.0)
+        threaded = threaded_run(config, VideoSource(clip), folder / "threaded.mp4")
+        sequential = sequential_run(config, VideoSource(clip), folder / "sequential.mp4")
+        info = VideoSource(clip).info
+
+    threaded_fps = threaded[0] / threaded[1]
+    sequential_fps = sequential[0] / sequential[1]
+    result = {
+        "engine": args.engine, "params": params, "input": f"{info.width}x{info.height} {info.codec}",
+        "frames": threaded[0], "threaded_fps": round(threaded_fps, 1), "sequential_fps": round(sequential_fps, 1),
+        "ratio": round(threaded_fps / sequential_fps, 2),
+        "stage_ms_per_frame": {k: round(v, 2) for k, v in threaded[2].items()},
+        "machine": f"{platform.processor() or platform.machine()}, {_cpu_count()} cores, Python "
+                   f"{platform.python_version()}, OpenCV {cv2.__version__}",
+    }
+    print(f"engine {args.engine} on {result['input']}, {threaded[0]} frames ({result['machine']})")
+    print(f"{'variant':<12} {'frames':>6} {'seconds':>8} {'fps':>7}")
+    print(f"{'threaded':<12} {threaded[0]:>6} {threaded[1]:>8.2f} {threaded_fps:>7.1f}")
+    print(f"{'sequential':<12} {sequential[0]:>6} {sequential[1]:>8.2f} {sequential_fps:>7.1f}")
+    print(f"ratio threaded/sequential: {result['ratio']:.2f}x")
+    print("threaded per-stage busy ms/frame: "
+          + ", ".join(f"{k} {v:.1f}" for k, v in result["stage_ms_per_frame"].items()))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def _cpu_count() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
