@@ -16,7 +16,7 @@ from typing import Any
 
 from engines.base import Engine, create_engine
 from pipeline.config import RunConfig
-from pipeline.exports import Export
+from pipeline.exports import CocoWriter, Export, LabelMapWriter
 from pipeline.render import Renderer
 from pipeline.runner import Policy, Runner, RunStats, Stage
 from pipeline.tracking import Tracker, TrackSettings
@@ -142,6 +142,18 @@ def build_stages(engine: Engine, renderer: Renderer | None, write: Callable[[Fra
     if renderer is not None:
         stages += [Stage("render", render), Stage("write", encode)]
     return stages
+
+
+def annotation_exports(config: RunConfig, source: VideoSource, *, coco: Path | None = None,
+                       masks_dir: Path | None = None) -> list[Export]:
+    """The annotation sinks a file run asks for: COCO results (named after the input video) and/or label-map PNGs."""
+    exports: list[Export] = []
+    if coco is not None:
+        exports.append(CocoWriter(coco, video_name=Path(source.info.path).name, fps=source.info.fps,
+                                  engine=config.engine))
+    if masks_dir is not None:
+        exports.append(LabelMapWriter(masks_dir))
+    return exports
 
 
 class AnnotateJob:

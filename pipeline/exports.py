@@ -4,7 +4,8 @@ Both are sinks of the pipeline's export stage, fed each frame and its (tracked) 
 creates its output at the first frame, so a run that fails before any frame leaves nothing, and the stage's
 teardown always closes it (end of input, Ctrl-C, an error upstream).
 
-The COCO file is a complete JSON document after every frame, whatever stops the process. It is laid out as
+The COCO file is a complete JSON document after every frame, however the process ends (a power cut, which may lose
+writes not yet synced to disk, aside). It is laid out as
 
     {"info": …, "videos": […], "categories": […],
     "images": [
@@ -15,11 +16,11 @@ The COCO file is a complete JSON document after every frame, whatever stops the 
     ]}
 
 A frame writes its image entry into the reserve (in place), then its annotations and the closing `]}` over the old
-closing `]}` at the end, then flushes: at every moment the bytes on disk parse, and no annotation refers to an image
-not yet listed. When the reserve runs out, the file is rewritten with a reserve twice the images' size (to a
-temporary file, renamed over the old one), so rewrites cost O(total size). Closing rewrites it once more without
-the reserve and with `"status": "closed"`; a file still saying `"writing"` is what a killed run left, valid up to
-its last frame.
+closing `]}` at the end, each in one flushed write: between any two writes the file parses, and no annotation
+refers to an image not yet listed. When the reserve runs out, the file is rewritten with a reserve twice the
+images' size (to a temporary file, renamed over the old one), so rewrites cost O(total size). Closing rewrites it
+once more without the reserve and with `"status": "closed"`; a file still saying `"writing"` is what a killed run
+left, valid up to its last frame.
 """
 
 from __future__ import annotations
@@ -67,15 +68,16 @@ def categories(classes: ClassTable) -> list[dict[str, Any]]:
 
 
 def coco_annotations(seg: Segmentation) -> list[dict[str, Any]]:
-    """One frame's COCO annotations (without ids): each instance, then each named class of the label map."""
+    """One frame's COCO annotations (without ids): each instance (its mask as RLE, when it has one), then each named
+    class of the label map."""
     found = []
-    if seg.masks is not None:
-        for i, mask in enumerate(seg.masks):
-            x1, y1, x2, y2 = (float(v) for v in seg.boxes[i])
-            track = None if seg.track_ids is None else int(seg.track_ids[i])
-            found.append({**_rle(mask), "bbox": [round(v, 2) for v in (x1, y1, x2 - x1, y2 - y1)],
-                          "score": round(float(seg.scores[i]), 4), "category_id": int(seg.class_ids[i]),
-                          "track_id": track, "iscrowd": 0})
+    for i in range(len(seg)):
+        x1, y1, x2, y2 = (float(v) for v in seg.boxes[i])
+        shape = {"area": round((x2 - x1) * (y2 - y1), 2)} if seg.masks is None else _rle(seg.masks[i])
+        track = None if seg.track_ids is None else int(seg.track_ids[i])
+        found.append({**shape, "bbox": [round(v, 2) for v in (x1, y1, x2 - x1, y2 - y1)],
+                      "score": round(float(seg.scores[i]), 4), "category_id": int(seg.class_ids[i]),
+                      "track_id": track, "iscrowd": 0})
     if seg.label_map is not None:
         named = {category["id"] for category in categories(seg.classes)}
         for class_id in np.unique(seg.label_map):
@@ -89,10 +91,30 @@ def coco_annotations(seg: Segmentation) -> list[dict[str, Any]]:
 
 
 def _rle(mask: npt.NDArray[np.bool_]) -> dict[str, Any]:
-    """`segmentation` (compressed RLE, counts as text) and `area` of one (H,W) mask."""
-    rle = mask_utils.encode(np.asfortranarray(mask, dtype=np.uint8))
-    return {"segmentation": {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")},
-            "area": int(mask_utils.area(rle))}
+    """`segmentation` (COCO's compressed RLE, counts as text) and `area` of one (H,W) mask.
+
+    The same RLE as `pycocotools.mask.encode`, counted only over the columns the mask occupies: RLE runs down the
+    columns, so encode's copy of the whole frame into column order dominates its cost for all but huge masks."""
+    height, width = mask.shape
+    columns = np.flatnonzero(mask.any(axis=0))
+    if len(columns):
+        left, right = int(columns[0]), int(columns[-1]) + 1
+        strip = mask[:, left:right].ravel(order="F")
+        edges = np.flatnonzero(strip[1:] != strip[:-1]) + 1
+        counts = np.diff(np.concatenate(([0], edges, [strip.size]))).tolist()
+        if strip[0]:
+            counts.insert(0, 0)  # runs alternate, starting with background
+        counts[0] += left * height  # the empty columns before and after
+        tail = (width - right) * height
+        if not strip[-1]:
+            counts[-1] += tail
+        elif tail:
+            counts.append(tail)
+    else:
+        counts = [height * width]
+    rle = mask_utils.frPyObjects({"size": [height, width], "counts": counts}, height, width)
+    return {"segmentation": {"size": [height, width], "counts": rle["counts"].decode("ascii")},
+            "area": int(sum(counts[1::2]))}
 
 
 class CocoWriter:
@@ -133,7 +155,6 @@ class CocoWriter:
             added = "".join(lines).encode()
             self._put(self._closing_at, added + _CLOSING.encode())
             self._closing_at += len(added)
-        self._file.flush()
 
     def close(self) -> None:
         """Rewrite the file without its reserve, marked closed."""
@@ -153,11 +174,10 @@ class CocoWriter:
         self._categories = categories(classes)
         self._file = open(self.path, "w+b")  # noqa: SIM115 - kept open across frames, closed in close()
         head = self._head()
-        self._file.write(head + b" " * MIN_RESERVE + (_NEXT_ANNOTATIONS + _CLOSING).encode())
+        self._put(0, head + b" " * MIN_RESERVE + (_NEXT_ANNOTATIONS + _CLOSING).encode())
         self._images_start = self._images_end = len(head)
         self._reserve_end = len(head) + MIN_RESERVE
         self._closing_at = self._reserve_end + len(_NEXT_ANNOTATIONS)
-        self._file.flush()
 
     def _head(self) -> bytes:
         """Everything before the first image entry."""
@@ -165,15 +185,16 @@ class CocoWriter:
         return (json.dumps(head)[:-1] + ',\n"images": [').encode()
 
     def _put(self, offset: int, data: bytes) -> None:
+        """Write `data` at `offset`, through to the operating system."""
         assert self._file is not None
         self._file.seek(offset)
         self._file.write(data)
+        self._file.flush()
 
     def _rewrite(self, reserve: int) -> None:
         """Write the file anew (head, image entries, `reserve` spaces, the rest) and rename it over the old one."""
         assert self._file is not None
         old = self._file
-        old.flush()
         head = self._head()
         temporary = self.path.with_name(f".{self.path.name}.tmp")
         try:

@@ -1,15 +1,20 @@
 """Stable instance identities across frames: ByteTrack-style two-stage matching on mask (or box) IoU with motion.
 
-Each track keeps its object's whole shape (box, mask) where it was last matched and a smoothed velocity (pixels
-per frame); in a later frame it is expected there moved by velocity × frames elapsed (frames a live source dropped
+Each track keeps its object's whole shape (box and mask) and velocity (pixels per frame, over its last few whole
+views); in a later frame the shape is expected moved by velocity × frames elapsed (frames a live source dropped
 count). A frame's instances are matched to the tracks in stages, each greedy (highest overlap first) and within a
-class: as in ByteTrack (Zhang et al., 2022), instances scored at least `high_score` first, then the lower-scored
-ones, at a stricter IoU, against the tracks still unmatched; so an object that scores low while partly hidden keeps
-its track, and a low-scored instance that continues no track is dropped as clutter. Tracks that saw their whole
-object in the previous frame choose first, so an object in front keeps its id when it covers another. A
-high-scored instance still unmatched that lies partly where an unmatched track is expected continues it (an object
-coming out from behind another shows a sliver first); the others start new tracks (ids 1, 2, …). A track unmatched
-for more than `max_age` frames ends.
+class. As in ByteTrack (Zhang et al., 2022), instances scored at least `high_score` are matched first, then the
+lower-scored ones, at a stricter IoU, to the tracks left: an object that scores low while partly hidden keeps its
+track, and does not take another's. Tracks that saw their whole object in the previous frame choose first, so the
+object in front keeps its id when two meet.
+
+Where objects meet, an instance may show only part of its object, or two merged (background subtraction joins
+touching objects): such a view (SIZE_CHANGE) moves the track without changing its shape or velocity, and a track
+left unmatched beside an instance is hidden behind or inside it, so is kept within it. An instance still unmatched
+that lies partly where an unmatched track is expected continues it (an object coming out from behind
+another shows a sliver first); the others start new tracks (ids 1, 2, …), except those scored below `low_score`
+(by default none: tracking keeps every instance the engine reports; ByteTrack drops every low-scored one). A track
+unmatched for more than `max_age` frames ends.
 """
 
 from __future__ import annotations
@@ -36,9 +41,11 @@ SIZE_CHANGE = 0.1
 """A matched instance that touches another track's predicted place and whose area differs from its object's by
 more than this fraction is taken as a partial view (the object partly hidden by the other) or a group view (merged
 with it): the track keeps its object's shape and velocity, placed the least distance from the prediction that nests
-the instance in it (or it in the instance)."""
+the instance in it (or it in the instance). After `max_age` such views in a row the instance is taken as it is."""
+CONTACT = 0.1
+"""Instances closer to another track's predicted box than this fraction of their size (plus 2 px) touch it."""
 RECOVER_OVERLAP = 0.3
-"""A high-scored instance left unmatched that lies at least this much (fraction of its area) where a track left
+"""An instance left unmatched that lies at least this much (fraction of its area) where a track left
 unmatched is expected continues that track: an object coming out from behind another shows a sliver first."""
 
 
@@ -52,8 +59,9 @@ class TrackSettings:
     """Overlap that matches an instance to a track: of masks (boxes for instances without masks), or of boxes."""
     high_score: float = 0.5
     """Instances scored at least this are matched first and start new tracks."""
-    low_score: float = 0.1
-    """Instances scored below this are dropped; those between the two scores only continue tracks."""
+    low_score: float = 0.0
+    """Least score of an instance to start a track; those below it that continue no track are dropped as clutter
+    (0: none is; ByteTrack's rule is `high_score`)."""
     match_iou: float = 0.3
     """Least IoU between a track's predicted place and a high-scored instance to match them."""
     low_match_iou: float = 0.5
@@ -168,32 +176,35 @@ class Tracker:
         """Index of the frame seen last."""
 
     def update(self, seg: Segmentation, index: int) -> Segmentation:
-        """`seg` (frame `index`) with track ids, less the low-scored instances that continue no track."""
+        """`seg` (frame `index`) with track ids, less the instances below `low_score` that continue no track."""
         settings = self.settings
         self._tracks = [t for t in self._tracks if index - t.seen <= settings.max_age]
         masks: list[_Mask | None] = [None] * len(seg)
         if settings.iou == "mask" and seg.masks is not None:
             masks = [_Mask.cut(m, b) for m, b in zip(seg.masks, boxes_from_masks(seg.masks), strict=True)]
         predicted = np.array([t.predicted(index) for t in self._tracks]).reshape(-1, 4)
-        iou, inside = self._overlaps(seg, masks, predicted)
+        shared = _box_intersection(predicted, seg.boxes)
+        shared *= np.array([t.class_id for t in self._tracks])[:, None] == seg.class_ids[None, :]
+        touching = _box_intersection(predicted, _grown(seg.boxes)) > 0
+        iou = self._iou(shared, predicted, seg.boxes, masks)
+        inside = shared / np.maximum(_box_area(seg.boxes), 1.0)[None, :]
         high = np.flatnonzero(seg.scores >= settings.high_score)
-        low = np.flatnonzero((seg.scores >= settings.low_score) & (seg.scores < settings.high_score))
-        every = np.arange(len(self._tracks))
+        low = np.flatnonzero(seg.scores < settings.high_score)
+        every, every_instance = np.arange(len(self._tracks)), np.concatenate([high, low])
         steady = every[[t.held == 0 and t.seen == self._last for t in self._tracks]]
         matches = _extend([], iou, steady, high, settings.match_iou)
         matches = _extend(matches, iou, every, high, settings.match_iou)
         matches = _extend(matches, iou, every, low, settings.low_match_iou)
-        matches = _extend(matches, inside, every, high, RECOVER_OVERLAP)
-        touching = _box_intersection(predicted, seg.boxes) > 0
+        matches = _extend(matches, inside, every, every_instance, RECOVER_OVERLAP)
         ids = np.full(len(seg), -1, np.int64)
         for t, d in matches:
             track = self._tracks[t]
-            crowded = np.count_nonzero(touching[:, d]) > 1
+            crowded = np.count_nonzero(touching[:, d]) > int(touching[t, d])  # it meets another track's object
             change = _size(seg.boxes[d], masks[d]) / max(track.size, 1.0) - 1
             whole = not crowded or abs(change) <= SIZE_CHANGE or track.held >= settings.max_age
             track.follow(seg.boxes[d], masks[d], index, whole)
             ids[d] = track.id
-        for d in high[ids[high] < 0]:
+        for d in [d for d in every_instance if ids[d] < 0 and seg.scores[d] >= settings.low_score]:
             self._tracks.append(_Track(self._next_id, int(seg.class_ids[d]), seg.boxes[d].astype(np.float64),
                                        masks[d], index, _size(seg.boxes[d], masks[d])))
             ids[d] = self._next_id
@@ -201,7 +212,8 @@ class Tracker:
         self._hide(np.setdiff1d(every, [t for t, _ in matches]), predicted, seg.boxes[ids >= 0], index)
         self._last = index
         keep = np.flatnonzero(ids >= 0)
-        return dataclasses.replace(seg.select(keep), track_ids=ids[keep])
+        kept = seg if len(keep) == len(seg) else seg.select(keep)  # select copies the masks
+        return dataclasses.replace(kept, track_ids=ids[keep])
 
     def _hide(self, unmatched: npt.NDArray[np.int64], predicted: npt.NDArray[np.float64], boxes: Boxes,
               index: int) -> None:
@@ -212,23 +224,20 @@ class Tracker:
             if len(boxes) and cover[row].max() > 0:
                 self._tracks[t].place(_nest(predicted[t], boxes[cover[row].argmax()]), index)
 
-    def _overlaps(self, seg: Segmentation, masks: list[_Mask | None],
-                  predicted: npt.NDArray[np.float64]) -> tuple[Matrix, Matrix]:
-        """(tracks, instances) IoU of each track's `predicted` place with each instance, and the fraction of each
-        instance inside it; both 0 across classes. Of masks where both sides have one, else of boxes."""
-        inter = _box_intersection(predicted, seg.boxes)
-        inter[np.array([t.class_id for t in self._tracks])[:, None] != seg.class_ids[None, :]] = 0.0
-        track_area = np.repeat(_box_area(predicted)[:, None], len(seg), axis=1)
-        area = np.repeat(_box_area(seg.boxes)[None, :], len(self._tracks), axis=0)
+    def _iou(self, shared: Matrix, predicted: npt.NDArray[np.float64], boxes: Boxes,
+             masks: list[_Mask | None]) -> Matrix:
+        """(tracks, instances) IoU of each track's `predicted` place with each instance, given where their boxes
+        share area (`shared`); of masks where both sides have one, else of boxes."""
+        inter = shared.copy()
+        track_area = np.repeat(_box_area(predicted)[:, None], len(boxes), axis=1)
+        area = np.repeat(_box_area(boxes)[None, :], len(self._tracks), axis=0)
         for t, d in zip(*np.nonzero(inter), strict=True):
             track_mask, mask = self._tracks[t].mask, masks[d]
             if track_mask is not None and mask is not None:
                 inter[t, d] = track_mask.intersection(mask, *(predicted[t, :2] - self._tracks[t].box[:2]))
                 track_area[t, d], area[t, d] = track_mask.area, mask.area
         union = track_area + area - inter
-        iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-        inside = np.divide(inter, area, out=np.zeros_like(inter), where=area > 0)
-        return iou, inside
+        return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
 def _box_intersection(a: npt.NDArray[np.floating], b: npt.NDArray[np.floating]) -> Matrix:
@@ -274,6 +283,12 @@ def _nest(predicted: npt.NDArray[np.float64], observed: npt.NDArray[np.float32])
     starts, ends = observed[:2] - predicted[:2], observed[2:] - predicted[2:]  # shifts that align either edge
     shift = np.clip(0.0, np.minimum(starts, ends), np.maximum(starts, ends))
     return predicted + np.tile(shift, 2)
+
+
+def _grown(boxes: Boxes) -> npt.NDArray[np.float64]:
+    """Boxes grown on each side by CONTACT of their size plus 2 px: what they touch."""
+    margin = np.tile((boxes[:, 2:] - boxes[:, :2]) * CONTACT + 2, 2) * [-1, -1, 1, 1]
+    return boxes.astype(np.float64) + margin
 
 
 def _size(box: npt.NDArray[np.float32], mask: _Mask | None) -> float:

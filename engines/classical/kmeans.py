@@ -89,16 +89,17 @@ class KMeansEngine(FrameEngine):
         criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_MAX_ITER, params.iterations, params.epsilon)
         if self._centres is None:
             cv2.setRNGSeed(0)  # the same video gives the same clusters
-            _, clusters, centres = cv2.kmeans(  # type: ignore[call-overload]  # the stubs want labels even unused
-                pixels, params.k, None, criteria, params.attempts, cv2.KMEANS_PP_CENTERS)
+            _, clusters, centres = cv2.kmeans(
+                pixels, params.k, None, criteria, params.attempts, cv2.KMEANS_PP_CENTERS)  # type: ignore[call-overload,unused-ignore]
             order = np.lexsort(centres.T[::-1])  # by L, then a, then b
             clusters = np.argsort(order).astype(np.int32)[clusters]
             centres = centres[order]
         else:
             _, start = cv2.batchDistance(pixels, self._centres, cv2.CV_32F, normType=cv2.NORM_L2SQR, K=1)  # nearest
             _, clusters, centres = cv2.kmeans(pixels, params.k, start, criteria, 1, cv2.KMEANS_USE_INITIAL_LABELS)
-        self._centres = centres
-        return clusters.ravel(), centres
+        found: Pixels = np.asarray(centres, dtype=np.float32)
+        self._centres = found
+        return np.asarray(clusters, dtype=np.int32).ravel(), found
 
 
 def separation(pixels: Pixels, clusters: npt.NDArray[np.int32], centres: Pixels) -> npt.NDArray[np.float32]:
