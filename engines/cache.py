@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,12 @@ def weights_sha256(model: nn.Module) -> str:
         digest.update(f"{name}:{data.dtype}:{tuple(data.shape)};".encode())
         digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
+
+
+def model_sha256(modules: Sequence[nn.Module], weights: str) -> str:
+    """A hash of the exported modules' architecture (their repr: layers and settings, e.g. batch-norm eps) and of
+    the weights."""
+    return hashlib.sha256(f"{modules!r}\n{weights}".encode()).hexdigest()
 
 
 def file_sha256(path: Path) -> str:

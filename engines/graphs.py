@@ -19,13 +19,16 @@ import platform
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torchvision
 from torch import Tensor, nn
 
 from engines.cache import file_sha256
+
+if TYPE_CHECKING:
+    import onnx
 
 OPSET = 17
 """ONNX opset of our exports: within TensorRT 10/11's parser range (9..24) and ONNX Runtime's."""
@@ -96,7 +99,7 @@ class Sidecar:
     def write(self, folder: Path) -> Path:
         """Write `folder/model.json`; returns its path."""
         path = folder / SIDECAR
-        path.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+        path.write_text(json.dumps(asdict(self), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         return path
 
     @classmethod
@@ -182,6 +185,13 @@ def export_part(part: Part, folder: Path, precision: Precision, device: torch.de
                     inputs=tuple(_info(n, x, dynamic[n]) for n, x in zip(part.inputs, example, strict=True)),
                     outputs=tuple(_info(n, x, dynamic[n]) for n, x in zip(part.outputs, results, strict=True)),
                     rows=part.rows, operators=tuple(operators(graph)))
+
+
+def graph_precision(model: onnx.ModelProto) -> Precision:
+    """fp16 when the graph holds FP16 weights (our fp16 exports), else fp32."""
+    import onnx
+
+    return "fp16" if any(init.data_type == onnx.TensorProto.FLOAT16 for init in model.graph.initializer) else "fp32"
 
 
 def is_intact(folder: Path) -> Sidecar | None:

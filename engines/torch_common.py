@@ -1,11 +1,13 @@
-"""What the torchvision engines share: their common settings, device choice, weights loading, class filter and
-the frame upload (BGR uint8 on the host → RGB uint8 (3,H,W) on the engine's device, one copy)."""
+"""What the torchvision engines share: their common settings, device and backend choice, weights loading, class
+filter, the frame upload (BGR uint8 on the host → RGB uint8 (3,H,W) on the engine's device, one copy) and, for
+the accelerated backends, the model's exportable parts (`engines.backends`, `engines.graphs`)."""
 
 from __future__ import annotations
 
+import logging
 import re
 from abc import abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +18,14 @@ import torch
 from torch import Tensor, nn
 from torchvision.models import WeightsEnum
 
+from engines.backends import PROVIDERS, Backend, Runner, make_runners, on_stream, present_backends, resolve_backend
 from engines.base import Engine, EngineError
+from engines.cache import model_sha256
+from engines.graphs import OPSET, Part, Precision, Sidecar, export_part, versions
 from engines.weights import fit_state, load_weights, weights_status
 from pipeline.types import ClassTable, Frame
+
+log = logging.getLogger(__name__)
 
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 
@@ -43,6 +50,12 @@ class TorchParams:
     """Class names to keep (empty: all)."""
     min_size: int = 800
     """The model input's shorter side in pixels."""
+    backend: Backend = "torch"
+    """torch (eager PyTorch), torch-compiled (CUDA: torch.compile with CUDA graphs, channels-last), onnx (ONNX
+    Runtime), trt (TensorRT, CUDA), or auto: the fastest of these present here (said when the engine loads)."""
+    providers: tuple[str, ...] = ()
+    """Backend onnx: ONNX Runtime execution providers to try, in order, of tensorrt, cuda, cpu (empty: all three on a
+    GPU, cpu on the CPU)."""
 
     table: ClassVar[ClassTable]
 
@@ -54,6 +67,9 @@ class TorchParams:
             raise ValueError(f"weights must be default, none or a state-dict file; {self.weights!r} is not a file")
         if not 32 <= self.min_size <= 4096:
             raise ValueError(f"min_size must be 32..4096 pixels; got {self.min_size}")
+        unknown = [name for name in self.providers if name not in PROVIDERS]
+        if unknown:
+            raise ValueError(f"providers must be of {', '.join(PROVIDERS)}; got {unknown[0]!r}")
         try:
             self.table.ids_of(list(self.classes))
         except KeyError as error:
@@ -96,8 +112,15 @@ class TorchEngine(Engine):
     def __init__(self, params: TorchParams) -> None:
         self.params = params
         self.device = resolve_device(params.device, params.precision)
+        self.backend, self._backend_line = resolve_backend(params.backend, self.device)
+        if self.device.type != "cuda" and set(params.providers) - {"cpu"}:
+            raise EngineError(f"providers {', '.join(params.providers)} need device cuda; this run is on the CPU")
         self._model: nn.Module | None = None
         self._keep: Tensor | None = None
+        self._stream: torch.cuda.Stream | None = None
+        self._runners: dict[str, Runner] = {}
+        self._per_box: list[tuple[str, int, list[torch.Size]]] = []
+        """Parts whose rows are boxes: name, most rows per image, input shapes after dim 0 (for `warm_up`)."""
 
     @property
     def classes(self) -> ClassTable:
@@ -106,8 +129,9 @@ class TorchEngine(Engine):
 
     @classmethod
     def availability(cls) -> str:
-        """Weights cached or not, CUDA or not."""
-        return f"{weights_status(cls.official)}; {cuda_status()}"
+        """Weights cached or not, CUDA or not, and the backends that can run here."""
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return f"{weights_status(cls.official)}; {cuda_status()}; backends: {', '.join(present_backends(device))}"
 
     def build(self) -> nn.Module:
         """The untrained model from torchvision's builder, shaped for the official weights."""
@@ -118,8 +142,21 @@ class TorchEngine(Engine):
     def model_settings(self) -> dict[str, Any]:
         """Builder keyword arguments taken from the engine's settings."""
 
+    @abstractmethod
+    def parts(self, model: nn.Module) -> list[Part]:
+        """The model's exportable parts (`engines.graphs`), on the model's device."""
+
+    @abstractmethod
+    def install(self, model: nn.Module, runners: Mapping[str, Runner]) -> nn.Module:
+        """The model with each part replaced by its runner (same calls, same results)."""
+
+    @abstractmethod
+    def preprocessing(self) -> dict[str, Any]:
+        """How frames become the network's input (colour order, scale, normalisation, resize rule), for sidecars."""
+
     def load(self) -> None:
-        """Build the model, load its weights, move it to the device; runs in the infer thread."""
+        """Build the model, load its weights, move it to the device, hand its parts to the backend; runs in the
+        infer thread (which creates the backend's CUDA stream, sessions and engines)."""
         state = load_weights(self.params.weights, self.official, self.name)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)  # weights "none": the same random model every run, for benchmarks and tests
@@ -128,16 +165,28 @@ class TorchEngine(Engine):
             for key in [key for key in state if key.startswith(self.unused_prefixes)]:
                 del state[key]  # in place: the checkpoint's version metadata stays with it
             fit_state(model, state, repr(self.params.weights), self.name)
-        self._model = model.to(self.device).eval()
+        model = model.to(self.device).eval()
+        if self.params.backend == "auto" or self.backend != "torch":
+            log.info("%s: %s", self.name, self._backend_line)
+        if self.backend != "torch":
+            self._stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+            parts = self.parts(model)
+            self._runners = make_runners(self, model, parts, self._stream)
+            self._per_box = [(part.name, part.rows[1], [x.shape[1:] for x in part.example])
+                             for part in parts if part.rows != (1, 1)]
+            model = self.install(model, self._runners)
+        self._model = model
         if self.params.classes:
             keep = torch.zeros(len(self.classes.names), dtype=torch.bool)
             keep[self.classes.ids_of(list(self.params.classes))] = True
             self._keep = keep.to(self.device)
 
     def close(self) -> None:
-        """Drop the model, so its (device) memory can be reused."""
+        """Drop the model (and the backend's sessions or engines), so its (device) memory can be reused."""
         self._model = None
         self._keep = None
+        self._stream = None
+        self._runners, self._per_box = {}, []
 
     def loaded_model(self) -> nn.Module:
         """The model `load` built; calling `infer` before `load` is a programming error."""
@@ -152,6 +201,28 @@ class TorchEngine(Engine):
             image = image.pin_memory().to(self.device, non_blocking=True)
         return image.permute(2, 0, 1).flip(0).contiguous()
 
-    def autocast(self) -> AbstractContextManager[Any]:
-        """fp16 autocast on CUDA when asked; a no-op otherwise."""
-        return torch.autocast(self.device.type, dtype=torch.float16, enabled=self.params.precision == "fp16")
+    def running(self, prepared: Sequence[Tensor]) -> AbstractContextManager[Any]:
+        """Where `infer` runs: eager torch under fp16 autocast when asked; other backends on the engine's stream."""
+        if self.backend == "torch":
+            return torch.autocast(self.device.type, dtype=torch.float16, enabled=self.params.precision == "fp16")
+        return on_stream(self._stream, prepared)
+
+    def warm_up(self, height: int, width: int, batch: int = 1) -> None:
+        """Compile or build now, not on the first frames: a batch of black frames of this size through `infer`, then
+        each per-box part (heads, which black frames may not reach) on the most rows a batch can give it."""
+        frames = [Frame(index=i, image=np.zeros((height, width, 3), np.uint8)) for i in range(batch)]
+        prepared = [self.prepare(frame) for frame in frames]
+        self.infer(frames, prepared)
+        with torch.inference_mode(), self.running(prepared):
+            for name, rows, shapes in self._per_box:
+                self._runners[name](*(torch.zeros((batch * rows, *shape), device=self.device) for shape in shapes))
+
+    def export_onnx(self, model: nn.Module, folder: Path, *, weights: str, precision: Precision) -> Sidecar:
+        """Export the model's parts into `folder` with their sidecar JSON; `weights` is the state's SHA-256."""
+        parts = self.parts(model)
+        sidecar = Sidecar(model=self.name, precision=precision, opset=OPSET, weights_sha256=weights,
+                          model_sha256=model_sha256([part.module for part in parts], weights), versions=versions(),
+                          preprocessing=self.preprocessing(), classes=self.classes.names,
+                          parts=tuple(export_part(part, folder, precision, self.device) for part in parts))
+        sidecar.write(folder)
+        return sidecar

@@ -8,14 +8,14 @@ frame before the per-pixel argmax.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import groupby
 from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from torchvision.models.segmentation import (
     FCN_ResNet50_Weights,
     FCN_ResNet101_Weights,
@@ -23,6 +23,8 @@ from torchvision.models.segmentation import (
     fcn_resnet101,
 )
 
+from engines.backends import Runner, RunnerModule
+from engines.graphs import Part
 from engines.torch_common import TorchEngine, TorchParams, class_table
 from pipeline.types import Frame, Segmentation, boxes_from_masks
 
@@ -38,6 +40,22 @@ class FCNParams(TorchParams):
     instance per class present (box around its pixels, score = its mean probability there), so boxes are drawn too."""
 
     table: ClassVar = class_table(FCN_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1)
+
+
+class Logits(nn.Module):
+    """FCN as one part: images → (logits at the images' size,)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor) -> tuple[Tensor]:
+        return (self.model(images)["out"],)
+
+
+def as_fcn_output(outputs: tuple[Tensor, ...]) -> dict[str, Tensor]:
+    """The part's logits in torchvision FCN's output dict."""
+    return {"out": outputs[0]}
 
 
 class FCNEngine(TorchEngine):
@@ -59,6 +77,23 @@ class FCNEngine(TorchEngine):
         """No auxiliary head: it only helps training."""
         return {"aux_loss": False}
 
+    def parts(self, model: nn.Module) -> list[Part]:
+        """The whole network, dynamic in batch, height and width."""
+        example = torch.zeros(2, 3, 64, 64, device=self.device)
+        return [Part("fcn", Logits(model), ("images",), ("logits",), (example,), spatial=True)]
+
+    def install(self, model: nn.Module, runners: Mapping[str, Runner]) -> nn.Module:
+        """The runner in the model's place, answering with the model's output dict."""
+        return RunnerModule(runners["fcn"], as_fcn_output)
+
+    def preprocessing(self) -> dict[str, Any]:
+        """The official transform's steps."""
+        return {"colour": "RGB", "layout": "NCHW", "scale": 1 / 255, "mean": list(self._transform.mean),
+                "std": list(self._transform.std),
+                "resize": {"shorter_side": self.params.min_size, "interpolation": self._transform.interpolation.value,
+                           "antialias": self._transform.antialias},
+                "output": "logits (rows, classes, height, width) at the input size; argmax over classes"}
+
     @torch.inference_mode()
     def prepare(self, frame: Frame) -> Tensor:
         """Upload, then the official transform on the device: the model's input for this frame."""
@@ -69,11 +104,11 @@ class FCNEngine(TorchEngine):
         """One forward per run of same-sized frames in the batch (all of it, for a video)."""
         model = self.loaded_model()
         results: list[Segmentation] = []
-        for _, run in groupby(zip(frames, prepared, strict=True), key=lambda item: item[0].size):
-            items = list(run)
-            with self.autocast():
+        with self.running(prepared):
+            for _, run in groupby(zip(frames, prepared, strict=True), key=lambda item: item[0].size):
+                items = list(run)
                 logits = model(torch.stack([image for _, image in items]))["out"]
-            results.extend(self._segmentation(frame, out) for (frame, _), out in zip(items, logits, strict=True))
+                results.extend(self._segmentation(frame, out) for (frame, _), out in zip(items, logits, strict=True))
         return results
 
     def _segmentation(self, frame: Frame, logits: Tensor) -> Segmentation:

@@ -1,0 +1,328 @@
+"""The accelerated backends' CPU-checkable half: ONNX export (FCN whole, Mask R-CNN as four parts), ONNX Runtime CPU
+against the eager torch engine, sidecars, TensorRT operator support, cache keys, backend choice, the tools.
+
+Random-init weights saved once per module, 160x120 frames, model inputs of ~128 px; the exports go to a cache folder
+of the module's own (SEG_VIDEO_CACHE), so nothing outside tmp_path is touched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from test_torch_engines import KEPT_DETECTIONS, MAX_SIZE, MIN_SIZE, assert_same_instances, build_reference, make_frame
+
+from engines.backends import (
+    bucket,
+    cached_plan,
+    covers,
+    installed,
+    ort_providers,
+    plan_path,
+    profile_for,
+    read_profile,
+    resolve_backend,
+    timing_cache_path,
+)
+from engines.base import EngineError, create_engine
+from engines.graphs import Sidecar, export_part, graph_precision, is_intact
+from engines.onnx_ops import operators, trt_operator_table, trt_problems
+from engines.torch_common import TorchEngine
+from pipeline.settings import ConfigError
+from pipeline.types import Frame, Segmentation
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tool(name: str) -> ModuleType:
+    """tools/<name>.py as a module (tools/ is scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"seg_{name}", ROOT / "tools" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run(engine: TorchEngine, frames: list[Frame]) -> list[Segmentation]:
+    """prepare + infer on one batch."""
+    return engine.infer(frames, [engine.prepare(frame) for frame in frames])
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The module's own seg-video cache folder."""
+    folder = tmp_path_factory.mktemp("seg-video-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SEG_VIDEO_CACHE", str(folder))
+        yield folder
+
+
+@pytest.fixture(scope="module")
+def frames() -> list[Frame]:
+    return [make_frame(i) for i in range(3)]
+
+
+@pytest.fixture(scope="module")
+def engines(cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Callable[..., TorchEngine]:
+    """`engines(name, backend, **settings)`: the engine on saved random weights, loaded once per arguments."""
+    built: dict[tuple[Any, ...], TorchEngine] = {}
+    weights: dict[str, Path] = {}
+
+    def get(name: str, backend: str, **settings: Any) -> TorchEngine:
+        if name not in weights:
+            weights[name] = tmp_path_factory.mktemp(name) / "state.pt"
+            torch.save(build_reference(name).state_dict(), weights[name])
+        key = (name, backend, *sorted(settings.items()))
+        if key not in built:
+            engine = create_engine(name, {"device": "cpu", "min_size": MIN_SIZE, "weights": str(weights[name]),
+                                          "backend": backend, **settings})
+            assert isinstance(engine, TorchEngine)
+            engine.load()
+            built[key] = engine
+        return built[key]
+
+    return get
+
+
+def export_folder(cache: Path, name: str) -> Path:
+    """The one (fp32) export of `name` in the cache."""
+    (folder,) = (path for path in (cache / "onnx").glob(f"{name}-fp32-*") if ".partial-" not in path.name)
+    return folder
+
+
+def test_fcn_on_onnx_runtime_matches_torch(engines: Callable[..., TorchEngine], frames: list[Frame]) -> None:
+    ours, reference = engines("fcn", "onnx"), engines("fcn", "torch")
+    mixed = [*frames[:2], make_frame(3, width=120, height=96)]  # a batch of 2, another size: dynamic batch, H, W
+    for result, expected in zip(run(ours, mixed), run(reference, mixed), strict=True):
+        assert result.label_map is not None and expected.label_map is not None
+        assert len(np.unique(expected.label_map)) > 1, "a one-class label map would prove nothing"
+        assert (result.label_map == expected.label_map).mean() >= 0.999
+
+
+def test_maskrcnn_hybrid_on_onnx_runtime_matches_torch(engines: Callable[..., TorchEngine],
+                                                       frames: list[Frame]) -> None:
+    everything = run(engines("maskrcnn", "torch", score_threshold=0.0, max_size=MAX_SIZE), frames[:2])
+    scores = np.sort(everything[0].scores)[::-1]  # keep KEPT_DETECTIONS on frame 0, no score near the cut-off
+    threshold = float(scores[KEPT_DETECTIONS - 1:KEPT_DETECTIONS + 1].mean())
+    ours = run(engines("maskrcnn", "onnx", score_threshold=threshold, max_size=MAX_SIZE), frames[:2])  # batch of 2
+    assert len(ours[0]) == KEPT_DETECTIONS
+    for result, expected in zip(ours, everything, strict=True):
+        assert_same_instances(result, expected.select(expected.scores > threshold), atol=1e-3)
+
+
+def test_exports_pass_the_tensorrt_operator_check(engines: Callable[..., TorchEngine], cache: Path) -> None:
+    table = trt_operator_table()
+    assert table.release == "10.15" and table.opsets == (9, 24) and len(table.known) > 180
+    assert {"Conv", "Resize", "Gemm", "ConvTranspose"} <= table.supported and "Unique" not in table.supported
+    seen = {}
+    for name in ("fcn", "maskrcnn"):
+        engines(name, "onnx")
+        folder = export_folder(cache, name)
+        sidecar = Sidecar.read(folder)
+        for part in sidecar.parts:
+            graph = onnx.load(str(folder / part.file))
+            assert trt_problems(graph) == [], part.file
+            assert list(part.operators) == operators(graph)
+            seen[part.name] = set(part.operators)
+    assert list(seen) == ["fcn", "backbone", "rpn_head", "box_head", "mask_head"]
+    assert "Resize" in seen["fcn"] and "Resize" in seen["backbone"]
+    assert not {"NonMaxSuppression", "RoiAlign", "TopK", "If", "Loop"} & set().union(*seen.values())
+
+
+def test_operator_check_names_what_tensorrt_refuses() -> None:
+    helper = onnx.helper
+    nodes = [helper.make_node("Unique", ["x"], ["u"], name="unique"),
+             helper.make_node("Resize", ["x", "", "scales"], ["r"], name="resize", mode="cubic", antialias=1),
+             helper.make_node("Foo", ["x"], ["f"], name="custom", domain="example.ops")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 1, 4, 4])],
+                              [helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in "urf"],
+                              [helper.make_tensor("scales", onnx.TensorProto.FLOAT, [4], [1, 1, 2, 2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 25)])
+    problems = "\n".join(trt_problems(model))
+    assert "opset 25 is outside TensorRT 10.15's range 9..24" in problems
+    assert "Unique is unsupported" in problems
+    assert "Resize mode=cubic" in problems and "antialias" in problems
+    assert "custom domain 'example.ops'" in problems
+
+
+def test_sidecar_records_the_export_and_round_trips(engines: Callable[..., TorchEngine], cache: Path,
+                                                    tmp_path: Path) -> None:
+    engine = engines("fcn", "onnx")
+    sidecar = Sidecar.read(export_folder(cache, "fcn"))
+    assert sidecar.model == "fcn" and sidecar.precision == "fp32" and sidecar.opset == 17
+    assert sidecar.versions["torch"] == torch.__version__ and sidecar.versions["onnx"] == onnx.__version__
+    assert sidecar.classes == engine.classes.names and sidecar.classes[15] == "person"
+    assert sidecar.preprocessing["mean"] == [0.485, 0.456, 0.406] and sidecar.preprocessing["colour"] == "RGB"
+    (part,) = sidecar.parts
+    assert part.inputs[0].name == "images" and part.inputs[0].shape == ("rows", 3, "images_height", "images_width")
+    assert part.outputs[0].shape == ("rows", 21, "logits_height", "logits_width")
+    assert len(sidecar.weights_sha256) == 64 and sidecar.model_sha256 != sidecar.weights_sha256
+    assert Sidecar.read(sidecar.write(tmp_path)) == sidecar
+    (tmp_path / "model.json").write_text('{"format": 99}')
+    with pytest.raises(ValueError, match="not a seg-video ONNX sidecar"):
+        Sidecar.read(tmp_path)
+
+
+def test_export_cache_is_reused_and_a_damaged_one_remade(engines: Callable[..., TorchEngine], cache: Path,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    engine = engines("fcn", "onnx")
+    folder = export_folder(cache, "fcn")
+    graph = folder / "fcn.onnx"
+    before = graph.stat().st_mtime_ns
+    caplog.set_level(logging.INFO, logger="engines")
+    again = create_engine("fcn", {**dataclasses.asdict(engine.params)})
+    again.load()
+    assert graph.stat().st_mtime_ns == before and "exporting" not in caplog.text
+    with graph.open("r+b") as stream:
+        stream.seek(200)
+        stream.write(b"\0" * 16)
+    again.load()
+    assert "exporting to ONNX" in caplog.text and export_folder(cache, "fcn") == folder
+    assert is_intact(folder) is not None and graph.stat().st_mtime_ns != before
+
+
+def test_fp16_export_has_fp16_weights_and_fp32_io(engines: Callable[..., TorchEngine],
+                                                  tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    engine = engines("maskrcnn", "torch")
+    mask_head = engine.parts(engine.loaded_model())[-1]
+    infos, graphs = {}, {}
+    for precision in ("fp32", "fp16"):
+        (tmp_path / precision).mkdir()
+        infos[precision] = export_part(mask_head, tmp_path / precision, precision, torch.device("cpu"))
+        graphs[precision] = onnx.load(str(tmp_path / precision / "mask_head.onnx"))
+    assert graph_precision(graphs["fp16"]) == "fp16" and graph_precision(graphs["fp32"]) == "fp32"
+    assert "Cast" in infos["fp16"].operators and trt_problems(graphs["fp16"]) == []
+    assert graphs["fp16"].graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert graphs["fp16"].graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    features = np.random.default_rng(0).standard_normal((3, 256, 14, 14)).astype(np.float32)
+    full, half = (ort.InferenceSession(str(tmp_path / p / "mask_head.onnx"), providers=["CPUExecutionProvider"])
+                  .run(None, {"mask_features": features})[0] for p in ("fp32", "fp16"))
+    np.testing.assert_allclose(half, full, atol=0.05 * float(np.abs(full).max()))
+
+
+def test_parts_with_no_rows_answer_empty_without_running(engines: Callable[..., TorchEngine]) -> None:
+    engine = engines("maskrcnn", "onnx", max_size=MAX_SIZE)  # the export of the hybrid test, reused
+    outputs = engine._runners["mask_head"](torch.zeros(0, 256, 14, 14))
+    assert [tuple(x.shape) for x in outputs] == [(0, 91, 28, 28)]
+    blank = run(engine, [Frame(index=0, image=np.zeros((120, 160, 3), np.uint8))])[0]
+    assert blank.masks is not None and blank.masks.shape[1:] == (120, 160)
+
+
+def test_plan_cache_key_changes_with_each_part_of_it(engines: Callable[..., TorchEngine], cache: Path) -> None:
+    engines("fcn", "onnx")
+    sidecar = Sidecar.read(export_folder(cache, "fcn"))
+    part = sidecar.parts[0]
+    profile = profile_for(["images"], [(2, 3, 128, 170)], part.rows)
+    h100, trt11 = "NVIDIA H100 80GB HBM3", "11.4.0.106"
+    base = plan_path(sidecar, part, profile, trt11, h100)
+    variants = [
+        (dataclasses.replace(sidecar, model="fcn101"), part, profile, trt11, h100),
+        (dataclasses.replace(sidecar, weights_sha256="0" * 64), part, profile, trt11, h100),
+        (dataclasses.replace(sidecar, model_sha256="1" * 64), part, profile, trt11, h100),
+        (dataclasses.replace(sidecar, precision="fp16"), part, profile, trt11, h100),
+        (sidecar, dataclasses.replace(part, sha256="2" * 64), profile, trt11, h100),
+        (sidecar, part, profile_for(["images"], [(2, 3, 128, 160)], part.rows), trt11, h100),
+        (sidecar, part, profile_for(["images"], [(4, 3, 128, 170)], part.rows), trt11, h100),
+        (sidecar, part, profile, "10.13.3.9", h100),
+        (sidecar, part, profile, trt11, "NVIDIA L4"),
+    ]
+    names = {plan_path(*variant).name for variant in variants}
+    assert base.name not in names and len(names) == len(variants) and base.parent == cache / "trt"
+    assert plan_path(sidecar, part, dict(reversed(list(profile.items()))), trt11, h100) == base
+    assert timing_cache_path(trt11, h100).name == "timing-NVIDIA-H100-80GB-HBM3-11.4.0.106.cache"
+
+
+def test_a_cached_plan_is_found_when_its_profile_covers_the_shapes(engines: Callable[..., TorchEngine],
+                                                                  cache: Path) -> None:
+    engines("fcn", "onnx")
+    sidecar = Sidecar.read(export_folder(cache, "fcn"))
+    part = sidecar.parts[0]
+    h100, trt11 = "NVIDIA H100 80GB HBM3", "11.4.0.106"
+    assert cached_plan(sidecar, part, trt11, h100, [(1, 3, 544, 960)]) is None
+    profile = profile_for(["images"], [(4, 3, 544, 960)], part.rows)  # as tools/build_engine.py --batch 4 leaves it
+    path = plan_path(sidecar, part, profile, trt11, h100)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"plan")
+    path.with_suffix(".json").write_text(json.dumps(profile))
+    assert read_profile(path.with_suffix(".json")) == profile
+    assert cached_plan(sidecar, part, trt11, h100, [(3, 3, 544, 960)]) == path  # a smaller batch fits
+    assert cached_plan(sidecar, part, trt11, h100, [(8, 3, 544, 960)]) is None
+    assert cached_plan(sidecar, part, trt11, h100, [(1, 3, 544, 964)]) is None
+    assert cached_plan(sidecar, part, trt11, "NVIDIA L4", [(1, 3, 544, 960)]) is None
+
+
+def test_profiles_and_buckets() -> None:
+    assert [bucket(n) for n in (0, 1, 2, 3, 4, 5, 1000, 1024, 1025)] == [1, 1, 2, 4, 4, 8, 1024, 1024, 2048]
+    images = profile_for(["images"], [(3, 3, 544, 960)], (1, 1))
+    assert images == {"images": ((1, 3, 544, 960), (4, 3, 544, 960), (4, 3, 544, 960))}
+    boxes = profile_for(["box_features"], [(1000, 256, 7, 7)], (1000, 1000))
+    assert boxes == {"box_features": ((1, 256, 7, 7), (1000, 256, 7, 7), (1000, 256, 7, 7))}
+    masks = profile_for(["mask_features"], [(130, 256, 14, 14)], (16, 100))
+    assert masks["mask_features"][1:] == ((32, 256, 14, 14), (200, 256, 14, 14))
+    assert covers(masks, ["mask_features"], [(1, 256, 14, 14)]) and covers(masks, ["mask_features"],
+                                                                             [(200, 256, 14, 14)])
+    assert not covers(masks, ["mask_features"], [(201, 256, 14, 14)])
+    assert not covers(images, ["images"], [(1, 3, 544, 964)])
+
+
+def test_backend_choice(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    cpu = torch.device("cpu")
+    assert resolve_backend("auto", cpu) == ("onnx", "backend auto → onnx (fastest present on cpu)")
+    with pytest.raises(EngineError, match=r"backend trt needs a CUDA GPU; .*torch, onnx can run here"):
+        create_engine("fcn", {"device": "cpu", "backend": "trt"})
+    with pytest.raises(EngineError, match="backend torch-compiled needs a CUDA GPU"):
+        create_engine("maskrcnn", {"device": "cpu", "backend": "torch-compiled"})
+    with pytest.raises(EngineError, match="providers cuda need device cuda"):
+        create_engine("fcn", {"device": "cpu", "backend": "onnx", "providers": ["cuda"]})
+    with pytest.raises(ConfigError, match="providers must be of tensorrt, cuda, cpu; got 'gpu'"):
+        create_engine("fcn", {"device": "cpu", "providers": ["gpu"]})
+    with pytest.raises(ConfigError, match="backend must be one of auto, torch, torch-compiled, onnx, trt"):
+        create_engine("fcn", {"backend": "tensorrt"})
+    monkeypatch.setattr("engines.backends.installed", lambda *modules: "onnxruntime" not in modules)
+    assert resolve_backend("auto", cpu) == (
+        "torch", "backend auto → torch (fastest present on cpu; onnx needs onnx and onnxruntime "
+                 "(pip install 'seg-video[onnx]'))")
+    with pytest.raises(EngineError, match=r"backend onnx needs onnx and onnxruntime"):
+        create_engine("fcn", {"device": "cpu", "backend": "onnx"})
+    assert installed("onnx") and not installed("no_such_module_here")
+    caplog.set_level(logging.WARNING, logger="engines")
+    chosen = ort_providers(["cuda", "cpu"], cpu, None, Path("unused"))
+    assert chosen == [("CPUExecutionProvider", {})]
+    assert "no cuda execution provider" in caplog.text and "falling back to cpu" in caplog.text
+
+
+def test_cli_backend_flag_reaches_the_engine() -> None:
+    from pipeline.cli import ENGINE_FLAGS, build_parser, engine_overrides
+
+    assert ENGINE_FLAGS["backend"] == "backend"
+    args = build_parser().parse_args(["in.mp4", "out.mp4", "--engine", "fcn", "--backend", "auto"])
+    assert engine_overrides(args)["backend"] == "auto"
+
+
+def test_export_tool_writes_graphs_sidecar_and_verdict(engines: Callable[..., TorchEngine], cache: Path,
+                                                       tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    weights = engines("fcn", "onnx").params.weights
+    assert tool("export_onnx").main(["fcn", "--weights", weights, "--out", str(tmp_path / "fcn")]) == 0
+    out = capsys.readouterr().out
+    assert "fcn.onnx: Add, Cast, Concat" in out and "TensorRT 10.15 ONNX parser: all supported" in out
+    sidecar = Sidecar.read(tmp_path / "fcn")
+    assert sidecar.weights_sha256 == Sidecar.read(export_folder(cache, "fcn")).weights_sha256
+    assert tool("build_engine").main(["--onnx", str(tmp_path / "fcn" / "fcn.onnx"), "--precision", "fp32",
+                                      "--out", str(tmp_path / "fcn.plan"),
+                                      "--shape", "images:1x3x128x170:1x3x128x170:2x3x128x170"]) == 2
+    assert "needs a CUDA GPU" in capsys.readouterr().err
+
