@@ -13,7 +13,8 @@ import signal
 import sys
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -31,7 +32,7 @@ EXIT_FAILED, EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM = 1, 2, 130, 143
 
 ENGINE_FLAGS = {
     "device": "device", "precision": "precision", "weights": "weights", "score_threshold": "score_threshold",
-    "mask_threshold": "mask_threshold", "classes": "classes", "min_size": "min_size",
+    "mask_threshold": "mask_threshold", "classes": "classes", "min_size": "min_size", "backend": "backend",
 }
 """Command-line options that set a field of the chosen engine's settings (dest → field)."""
 
@@ -83,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="any setting of the chosen engine, e.g. --param history=300 (repeatable)")
     engine.add_argument("--device", help="auto, cpu, cuda or cuda:N (neural engines)")
     engine.add_argument("--precision", help="fp32 or fp16 (fp16 needs CUDA)")
+    engine.add_argument("--backend", metavar="auto|torch|torch-compiled|onnx|trt",
+                        help="neural engines: how the network runs: torch (default), torch-compiled (CUDA), onnx "
+                             "(ONNX Runtime), trt (TensorRT, CUDA), or auto: the fastest present (see docs/GPU.md)")
     engine.add_argument("--weights", metavar="default|none|PATH", help="model weights (neural engines)")
     engine.add_argument("--score-threshold", type=float, metavar="S", help="drop instances scored below S")
     engine.add_argument("--mask-threshold", type=float, metavar="M", help="mask probability cut-off")
@@ -136,15 +140,20 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `seg-video` console script; returns the exit code."""
     signal.signal(signal.SIGTERM, _raise_terminated)
+    args = sys.argv[1:] if argv is None else list(argv)
     try:
-        return _dispatch(build_parser().parse_args(argv))
+        if args[:1] == ["batch"]:  # `seg-video batch …`: many videos, its own parser (pipeline.batch)
+            from pipeline.batch import main as batch_main
+
+            return batch_main(args[1:])
+        return _dispatch(build_parser().parse_args(args))
     except (UsageError, ConfigError, EngineError) as error:
         return _fail(str(error), EXIT_USAGE)
     except KeyboardInterrupt:
         return _fail("interrupted", EXIT_SIGINT)
     except Terminated:
         return _fail("terminated", EXIT_SIGTERM)
-    except Exception as error:  # noqa: BLE001 - a bug still gets one line; SEG_VIDEO_DEBUG=1 shows the traceback
+    except Exception as error:
         if os.environ.get("SEG_VIDEO_DEBUG"):
             raise
         return _fail(f"{type(error).__name__}: {error} (set SEG_VIDEO_DEBUG=1 for a traceback)", EXIT_FAILED)
@@ -177,8 +186,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _annotate(args: argparse.Namespace) -> int:
-    from pipeline.app import AnnotateJob
-    from pipeline.exports import CocoWriter, Export, LabelMapWriter
+    from pipeline.app import AnnotateJob, annotation_exports
     from pipeline.progress import Progress
     from pipeline.runner import StageFailed
     from pipeline.video_io import VideoSource
@@ -191,16 +199,13 @@ def _annotate(args: argparse.Namespace) -> int:
     if total is not None and args.max_frames is not None:
         total = min(total, args.max_frames)
     progress = Progress(total, enabled=False if args.quiet else None)
-    exports: list[Export] = []
-    if args.coco:
-        exports.append(CocoWriter(Path(args.coco), video_name=input_path.name, fps=source.info.fps,
-                                  engine=config.engine))
-    if args.masks_dir:
-        exports.append(LabelMapWriter(Path(args.masks_dir)))
+    exports = annotation_exports(config, source, coco=Path(args.coco) if args.coco else None,
+                                 masks_dir=Path(args.masks_dir) if args.masks_dir else None)
     job = AnnotateJob(config, source, output_path, on_frame=progress.update, exports=exports)
     written_to = output_path or Path(args.coco or args.masks_dir)
     try:
-        summary = job.run()
+        with _engine_messages(args.quiet):
+            summary = job.run()
     except StageFailed as failure:
         progress.close()
         if isinstance(failure.error, EngineError) and job.frames_written == 0:
@@ -276,7 +281,8 @@ def _live(args: argparse.Namespace, sources: list[str], output: str | None) -> i
                                                       outputs=outputs), stop=stop)
         except OSError as error:
             raise UsageError(f"cannot serve on {args.serve}: {one_line(error)}") from None
-        summary = job.run()
+        with _engine_messages(args.quiet):
+            summary = job.run()
     except StageFailed as failure:
         if isinstance(failure.error, EngineError) and (job is None or job.frames_recorded == 0):
             raise UsageError(str(failure.error)) from None
@@ -437,6 +443,22 @@ def _written(frames: int, output: Path) -> str:
     return f"{frames} frames written to {output}" if frames else "no output written"
 
 
+@contextmanager
+def _engine_messages(quiet: bool) -> Iterator[None]:
+    """While a run lasts, the engines' messages (backend chosen, exports, engine builds) go to stderr as one
+    `seg-video: …` line each; with --quiet only their warnings."""
+    logger, report = logging.getLogger("engines"), logging.StreamHandler(sys.stderr)
+    report.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
+    previous = logger.level
+    logger.addHandler(report)
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(report)
+        logger.setLevel(previous)
+
+
 def _fail(message: str, code: int) -> int:
     print(f"{PROG}: error: {message}", file=sys.stderr)
     return code
@@ -446,5 +468,7 @@ def _raise_terminated(signum: int, frame: FrameType | None) -> None:
     raise Terminated
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # `python -m pipeline.cli`: run the imported module, whose errors pipeline.batch raises
+    from pipeline.cli import main as imported_main
+
+    sys.exit(imported_main())
