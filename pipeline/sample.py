@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from pipeline.video_io import AUDIO_COPY, audio_fits
+from pipeline.video_io import AUDIO_COPY, ENCODER_THREADING, audio_fits
 
 COLOURS_BGR = ((40, 40, 220), (220, 110, 30), (40, 190, 60), (20, 210, 230), (200, 60, 200), (230, 230, 230))
 """Object colours (red, blue, green, yellow, magenta, white), far from the muted background."""
@@ -131,6 +131,7 @@ def write_sample_clip(
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
         video.codec_context.time_base = 1 / rate
         video.options = {"crf": "18", "preset": "veryfast"}
+        video.thread_type = ENCODER_THREADING  # the same clip, byte for byte, every time
         sound = None
         if audio:
             sound = cast(av.AudioStream, container.add_stream(audio_codec, rate=AUDIO_RATE, layout="mono"))

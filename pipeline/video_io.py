@@ -241,6 +241,11 @@ class EncoderSettings:
             raise ValueError(f"pix_fmt {self.pix_fmt!r} is not one {self.codec} takes ({', '.join(formats)})")
 
 
+ENCODER_THREADING = "FRAME"
+"""Encoders thread across frames: x264 keeps its output identical run to run that way (slice threading, PyAV's
+default, made the same frames encode differently under CPU contention)."""
+
+
 class VideoSink:
     """Encodes `Frame`s into a video file at their own timestamps, carrying the input's audio; always `close()` it.
 
@@ -291,6 +296,7 @@ class VideoSink:
         stream.time_base = self.time_base
         stream.codec_context.time_base = self.time_base
         stream.options = {"crf": str(self.settings.crf), "preset": self.settings.preset}
+        stream.thread_type = ENCODER_THREADING
         return stream
 
     def write(self, frame: Frame) -> None:

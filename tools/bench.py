@@ -36,7 +36,7 @@ def sequential_run(config: RunConfig, source: VideoSource, output: Path) -> tupl
     engine = create_engine(config.engine, config.engine_params)
     engine.load()
     sink = LazySink(output, source, config)
-    stages = build_stages(engine, Renderer(config.render), sink.write, batch=1)
+    stages = build_stages(engine, Renderer(config.render), sink.write, batch=1, track=config.track)
     try:
         for frame in source:
             items: list[Any] = [frame]
