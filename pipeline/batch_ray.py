@@ -13,7 +13,7 @@ import ray
 from ray.exceptions import GetTimeoutError, RayError, RayTaskError
 
 from engines.base import EngineError
-from pipeline.batch import BatchWorker, Result, Task, Update
+from pipeline.batch_pool import BatchWorker, Result, Task, Update
 from pipeline.config import RunConfig
 
 FRAMES_TIMEOUT = 1.0

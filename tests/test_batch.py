@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 
 from engines.base import Engine, create_engine
-from pipeline.batch import MANIFEST, PARTIAL, collect_inputs
+from pipeline.batch_inputs import collect_inputs
+from pipeline.batch_manifest import MANIFEST, PARTIAL
 from pipeline.cli import main
 from pipeline.sample import SampleScene, write_sample_clip
 from pipeline.types import Frame
