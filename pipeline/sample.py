@@ -131,7 +131,7 @@ def write_sample_clip(
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
         video.codec_context.time_base = 1 / rate
         video.options = {"crf": "18", "preset": "veryfast"}
-        video.thread_type = ENCODER_THREADING  # the same clip, byte for byte, every time
+        video.thread_type = ENCODER_THREADING  # the same clip every time (see ENCODER_THREADING)
         sound = None
         if audio:
             sound = cast(av.AudioStream, container.add_stream(audio_codec, rate=AUDIO_RATE, layout="mono"))

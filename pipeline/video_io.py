@@ -242,8 +242,8 @@ class EncoderSettings:
 
 
 ENCODER_THREADING = "FRAME"
-"""Encoders thread across frames: x264 keeps its output identical run to run that way (slice threading, PyAV's
-default, made the same frames encode differently under CPU contention)."""
+"""Encoders thread across frames, x264's usual mode for files (slice threading, PyAV's default, suits low-latency
+streaming; it also made the sample clip differ from run to run under CPU contention)."""
 
 
 class VideoSink:
