@@ -28,6 +28,16 @@ def cache_dir() -> Path:
     return Path(base) / "seg-video"
 
 
+def cached_file(folder: Path, name: str) -> Path | None:
+    """`folder/name` if it is a regular file right inside `folder`, else None: a name with a folder in it (`..`, an
+    absolute path) or a symbolic link is never followed, so a doctored sidecar or a planted link cannot make the
+    engines load a file from outside the cache."""
+    path = folder / name
+    if name in ("", ".", "..") or Path(name).name != name or path.is_symlink() or not path.is_file():
+        return None
+    return path
+
+
 def cache_key(fields: Mapping[str, Any]) -> str:
     """A short stable hash of `fields` (JSON-serialisable values; key order does not matter)."""
     text = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)

@@ -25,7 +25,7 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
-from engines.cache import file_sha256
+from engines.cache import cached_file, file_sha256
 
 if TYPE_CHECKING:
     import onnx
@@ -201,7 +201,7 @@ def is_intact(folder: Path) -> Sidecar | None:
     except ValueError:
         return None
     for part in sidecar.parts:
-        path = folder / part.file
-        if not path.is_file() or file_sha256(path) != part.sha256:
+        path = cached_file(folder, part.file)
+        if path is None or file_sha256(path) != part.sha256:
             return None
     return sidecar

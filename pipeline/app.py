@@ -8,6 +8,7 @@ finalizes it, after an error or Ctrl-C too.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,9 @@ from pipeline.render import Renderer
 from pipeline.runner import Policy, Runner, RunStats, Stage
 from pipeline.tracking import Tracker, TrackSettings
 from pipeline.types import Frame, Segmentation
-from pipeline.video_io import VideoSink, VideoSource
+from pipeline.video_io import VideoSink, VideoSource, one_line
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -84,14 +87,40 @@ class LazySink:
             self._sink.close()
 
 
+class EngineRestarts:
+    """Replaces an engine that raised with a new, loaded one, up to `limit` times: a live run goes on."""
+
+    def __init__(self, make_engine: Callable[[], Engine], limit: int, source: str) -> None:
+        self._make_engine = make_engine
+        self.limit = limit
+        self.used = 0
+        self._source = source
+
+    def replace(self, failed: Engine, error: Exception, frame: int) -> Engine:
+        """A new engine in place of `failed` (closed, best effort), logged in one line; raises once `limit` is used."""
+        if self.used == self.limit:
+            raise RuntimeError(f"{one_line(error)} (after {self.limit} engine restarts)") from error
+        with contextlib.suppress(Exception):  # it already failed; its close may fail too
+            failed.close()
+        engine = self._make_engine()
+        engine.load()
+        self.used += 1
+        log.warning("%s: the engine failed at frame %d (%s); restarted it (%d of %d)", self._source, frame,
+                    one_line(error), self.used, self.limit)
+        return engine
+
+
 def build_stages(engine: Engine, renderer: Renderer | None, write: Callable[[Frame], None], batch: int, *,
-                 track: TrackSettings | None = None, exports: Sequence[Export] = (), loaded: bool = False
+                 track: TrackSettings | None = None, exports: Sequence[Export] = (), loaded: bool = False,
+                 infer_timeout: float = 0.0, load_timeout: float = 0.0, restarts: EngineRestarts | None = None
                  ) -> list[Stage]:
     """The stages after capture, sharing one engine and one renderer: preprocess → infer → track → export → render
     → write. `track` (when enabled and the engine is an instance engine) adds the track stage, `exports` the export
     stage; without a renderer (annotations only) the last two are left out and `write` gets each exported frame.
     `loaded`: the caller loaded the engine and keeps it for more videos, so the infer stage resets it instead of
-    loading it, and leaves it open."""
+    loading it, and leaves it open. `infer_timeout`, `load_timeout`: the infer stage's watchdog limits in seconds
+    (0: none; the load's covers the first, warm-up call too). `restarts`: an engine that raises is replaced and the
+    frames it was given are dropped, instead of failing the run."""
     meter = RateMeter()
     tracker = Tracker(track) if track is not None and track.enabled and engine.kind == "instance" else None
 
@@ -99,8 +128,15 @@ def build_stages(engine: Engine, renderer: Renderer | None, write: Callable[[Fra
         return [(frame, engine.prepare(frame)) for frame in frames]
 
     def infer(items: list[tuple[Frame, Any]]) -> list[tuple[Frame, Segmentation]]:
+        nonlocal engine
         frames = [frame for frame, _ in items]
-        results = engine.infer(frames, [prepared for _, prepared in items])
+        try:
+            results = engine.infer(frames, [prepared for _, prepared in items])
+        except Exception as error:
+            if restarts is None:
+                raise
+            engine = restarts.replace(engine, error, frames[0].index)
+            return []
         return list(zip(frames, results, strict=True))
 
     def render(items: list[tuple[Frame, Segmentation]]) -> list[Frame]:
@@ -133,7 +169,8 @@ def build_stages(engine: Engine, renderer: Renderer | None, write: Callable[[Fra
     stages = [
         Stage("preprocess", preprocess),
         Stage("infer", infer, batch_size=batch, setup=engine.reset if loaded else engine.load,
-              teardown=None if loaded else engine.close),
+              teardown=None if loaded else lambda: engine.close(), timeout=infer_timeout or None,
+              setup_timeout=load_timeout or None),
     ]
     if tracker is not None:
         stages.append(Stage("track", lambda items: [(frame, tracker.update(seg, frame.index)) for frame, seg in items]))
@@ -173,7 +210,8 @@ class AnnotateJob:
         renderer = None if output is None else Renderer(config.render)
         stages = build_stages(engine or create_engine(config.engine, config.engine_params), renderer,
                               self._write, config.pipeline.batch, track=config.track, exports=exports,
-                              loaded=engine is not None)
+                              loaded=engine is not None, infer_timeout=config.pipeline.infer_timeout,
+                              load_timeout=config.pipeline.load_timeout)
         if self._sink is not None:
             stages[-1].teardown = self._sink.close
         policy = Policy.LIVE if config.pipeline.policy == "live" else Policy.LOSSLESS
@@ -181,8 +219,9 @@ class AnnotateJob:
 
     @property
     def frames_written(self) -> int:
-        """Frames in the output (the video, or the exports without one) so far."""
-        return self._frames
+        """Frames in the output (the video, or the exports without one) so far; after a failed write, those that
+        reached the disk."""
+        return self._frames if self._sink is None else self._sink.frames_written
 
     def run(self) -> RunSummary:
         """Run to the end of the input; raises `StageFailed` (stage named) or `KeyboardInterrupt`."""

@@ -1,7 +1,8 @@
 """`seg-video`: the command line. Turns a video into an annotated one, lists engines, makes a sample clip.
 
 Exit codes: 0 done, 1 the run failed part-way (what was written is finalized), 2 bad input or usage (nothing
-written), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
+written), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM); a second Ctrl-C or SIGTERM while a run finalizes
+exits at once with the same codes. docs/RELIABILITY.md lists every fault and what happens.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ EXIT_FAILED, EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM = 1, 2, 130, 143
 ENGINE_FLAGS = {
     "device": "device", "precision": "precision", "weights": "weights", "score_threshold": "score_threshold",
     "mask_threshold": "mask_threshold", "classes": "classes", "min_size": "min_size", "backend": "backend",
+    "dnn_target": "dnn_target", "model_file": "model_file", "model_config": "model_config",
 }
 """Command-line options that set a field of the chosen engine's settings (dest → field)."""
 
@@ -84,9 +86,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help="any setting of the chosen engine, e.g. --param history=300 (repeatable)")
     engine.add_argument("--device", help="auto, cpu, cuda or cuda:N (neural engines)")
     engine.add_argument("--precision", help="fp32 or fp16 (fp16 needs CUDA)")
-    engine.add_argument("--backend", metavar="auto|torch|torch-compiled|onnx|trt",
+    engine.add_argument("--backend", metavar="auto|torch|torch-compiled|onnx|trt|opencv",
                         help="neural engines: how the network runs: torch (default), torch-compiled (CUDA), onnx "
-                             "(ONNX Runtime), trt (TensorRT, CUDA), or auto: the fastest present (see docs/GPU.md)")
+                             "(ONNX Runtime), trt (TensorRT, CUDA), opencv (OpenCV DNN), or auto: the fastest "
+                             "present (see docs/GPU.md)")
+    engine.add_argument("--dnn-target", metavar="cpu|cuda|cuda-fp16",
+                        help="--backend opencv: where OpenCV DNN runs the network (default cpu; cuda needs an OpenCV "
+                             "built with CUDA)")
+    engine.add_argument("--model-file", metavar="GRAPH.pb",
+                        help="--engine maskrcnn_tf: the TensorFlow graph, e.g. frozen_inference_graph.pb")
+    engine.add_argument("--model-config", metavar="GRAPH.pbtxt",
+                        help="--engine maskrcnn_tf: OpenCV's text graph for it, e.g. "
+                             "mask_rcnn_inception_v2_coco_2018_01_28.pbtxt")
     engine.add_argument("--weights", metavar="default|none|PATH", help="model weights (neural engines)")
     engine.add_argument("--score-threshold", type=float, metavar="S", help="drop instances scored below S")
     engine.add_argument("--mask-threshold", type=float, metavar="M", help="mask probability cut-off")
@@ -99,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     other = parser.add_argument_group("pipeline, rendering and output")
     other.add_argument("--batch", type=int, metavar="N", help="frames per inference call (default 1)")
     other.add_argument("--queue-size", type=int, metavar="N", help="bound of each queue between stages")
+    other.add_argument("--infer-timeout", type=float, metavar="S",
+                       help="stop the run as hung when one inference call takes longer (default 120; 0: never; "
+                            "the engine's load and first call get pipeline.load_timeout, default 1800)")
     other.add_argument("--alpha", type=float, help="mask opacity 0..1")
     other.add_argument("--no-boxes", action="store_true", help="don't draw boxes")
     other.add_argument("--no-labels", action="store_true", help="don't draw labels")
@@ -134,29 +148,32 @@ def build_parser() -> argparse.ArgumentParser:
                            "lossless: every frame (default for files)")
     live.add_argument("--camera-size", metavar="WxH", help="picture size to ask cameras for, e.g. 1280x720")
     live.add_argument("--camera-fps", type=float, metavar="N", help="frame rate to ask cameras for")
+    live.add_argument("--restart-engine", type=int, metavar="N",
+                      help="replace an engine that fails (raises) by a new one and go on, up to N times (default 0)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `seg-video` console script; returns the exit code."""
-    signal.signal(signal.SIGTERM, _raise_terminated)
     args = sys.argv[1:] if argv is None else list(argv)
-    try:
-        if args[:1] == ["batch"]:  # `seg-video batch …`: many videos, its own parser (pipeline.batch)
-            from pipeline.batch import main as batch_main
+    batch = args[:1] == ["batch"]  # `seg-video batch …`: many videos, its own parser (pipeline.batch)
+    with _stop_signals(second_exits=not batch):  # a batch stops its worker processes itself, however often told
+        try:
+            if batch:
+                from pipeline.batch import main as batch_main
 
-            return batch_main(args[1:])
-        return _dispatch(build_parser().parse_args(args))
-    except (UsageError, ConfigError, EngineError) as error:
-        return _fail(str(error), EXIT_USAGE)
-    except KeyboardInterrupt:
-        return _fail("interrupted", EXIT_SIGINT)
-    except Terminated:
-        return _fail("terminated", EXIT_SIGTERM)
-    except Exception as error:
-        if os.environ.get("SEG_VIDEO_DEBUG"):
-            raise
-        return _fail(f"{type(error).__name__}: {error} (set SEG_VIDEO_DEBUG=1 for a traceback)", EXIT_FAILED)
+                return batch_main(args[1:])
+            return _dispatch(build_parser().parse_args(args))
+        except (UsageError, ConfigError, EngineError) as error:
+            return _fail(str(error), EXIT_USAGE)
+        except KeyboardInterrupt:
+            return _fail("interrupted", EXIT_SIGINT)
+        except Terminated:
+            return _fail("terminated", EXIT_SIGTERM)
+        except Exception as error:
+            if os.environ.get("SEG_VIDEO_DEBUG"):
+                raise
+            return _fail(f"{type(error).__name__}: {error} (set SEG_VIDEO_DEBUG=1 for a traceback)", EXIT_FAILED)
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -204,7 +221,7 @@ def _annotate(args: argparse.Namespace) -> int:
     job = AnnotateJob(config, source, output_path, on_frame=progress.update, exports=exports)
     written_to = output_path or Path(args.coco or args.masks_dir)
     try:
-        with _engine_messages(args.quiet):
+        with _engine_messages(args.quiet, "pipeline"):
             summary = job.run()
     except StageFailed as failure:
         progress.close()
@@ -381,11 +398,12 @@ def section_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
             raise UsageError(f"--set {item}: the key must be pipeline.X, render.X, output.X, live.X or track.X")
         tables[table][field_name] = value
     flags = {("pipeline", "batch"): args.batch, ("pipeline", "queue_size"): args.queue_size,
+             ("pipeline", "infer_timeout"): args.infer_timeout, ("live", "engine_restarts"): args.restart_engine,
              ("render", "alpha"): args.alpha, ("output", "crf"): args.crf, ("output", "preset"): args.preset,
              ("pipeline", "policy"): args.policy, ("live", "camera_fps"): args.camera_fps}
     if args.camera_size is not None:
         width, sep, height = args.camera_size.lower().partition("x")
-        if not (sep and width.isdigit() and height.isdigit()):
+        if not (sep and width.isdecimal() and height.isdecimal()):
             raise UsageError(f"--camera-size takes WIDTHxHEIGHT, e.g. 1280x720; got {args.camera_size!r}")
         tables["live"].update(camera_width=int(width), camera_height=int(height))
     for (table, field_name), value in flags.items():
@@ -444,28 +462,58 @@ def _written(frames: int, output: Path) -> str:
 
 
 @contextmanager
-def _engine_messages(quiet: bool) -> Iterator[None]:
-    """While a run lasts, the engines' messages (backend chosen, exports, engine builds) go to stderr as one
-    `seg-video: …` line each; with --quiet only their warnings."""
-    logger, report = logging.getLogger("engines"), logging.StreamHandler(sys.stderr)
+def _engine_messages(quiet: bool, *more: str) -> Iterator[None]:
+    """While a run lasts, the engines' messages (backend chosen, exports, engine builds), and those of the loggers
+    `more` names, go to stderr as one `seg-video: …` line each; with --quiet only their warnings."""
+    report = logging.StreamHandler(sys.stderr)
     report.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
-    previous = logger.level
-    logger.addHandler(report)
-    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    loggers = [logging.getLogger(name) for name in ("engines", *more)]
+    previous = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(report)
+        logger.setLevel(logging.WARNING if quiet else logging.INFO)
     try:
         yield
     finally:
-        logger.removeHandler(report)
-        logger.setLevel(previous)
+        for logger, level in zip(loggers, previous, strict=True):
+            logger.removeHandler(report)
+            logger.setLevel(level)
+
+
+@contextmanager
+def _stop_signals(*, second_exits: bool) -> Iterator[None]:
+    """While a command runs: the first Ctrl-C or SIGTERM raises `KeyboardInterrupt` or `Terminated`, so the run
+    stops and finalizes its outputs; with `second_exits`, a second one (a finalize taking too long) exits at once,
+    130 or 143, without waiting for it. A file-size limit (SIGXFSZ) becomes a write error instead of killing the
+    process. The handlers found are put back at the end (a signal after the command's end then acts as usual)."""
+    received: list[int] = []
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        word = "interrupted" if signum == signal.SIGINT else "terminated"
+        if received and second_exits:
+            os.write(2, f"{PROG}: error: {word} again while finishing: exiting at once; the outputs may not "
+                        "be finalized\n".encode())
+            os._exit(EXIT_SIGINT if signum == signal.SIGINT else EXIT_SIGTERM)
+        received.append(signum)
+        raise KeyboardInterrupt if signum == signal.SIGINT else Terminated
+
+    previous = {number: signal.signal(number, handle) for number in (signal.SIGINT, signal.SIGTERM)}
+    previous[signal.SIGXFSZ] = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def _fail(message: str, code: int) -> int:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
+    """Print the one error line: whatever raised, a URL's password is masked, and control characters a name or key
+    may hold (newlines, terminal escapes) are shown escaped."""
+    from pipeline.live import mask_credentials
+
+    line = "".join(c if c.isprintable() else repr(c)[1:-1] for c in mask_credentials(message))
+    print(f"{PROG}: error: {line}", file=sys.stderr)
     return code
-
-
-def _raise_terminated(signum: int, frame: FrameType | None) -> None:
-    raise Terminated
 
 
 if __name__ == "__main__":  # `python -m pipeline.cli`: run the imported module, whose errors pipeline.batch raises

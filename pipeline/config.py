@@ -31,11 +31,17 @@ DEFAULT_ENGINE = "motion"
 
 @dataclass
 class PipelineSettings:
-    """How the stages are connected: queue bound, drop policy, frames per inference call."""
+    """How the stages are connected: queue bound, drop policy, frames per inference call, the infer watchdog."""
 
     queue_size: int = 8
     policy: Literal["auto", "lossless", "live"] = "auto"
     batch: int = 1
+    infer_timeout: float = 120.0
+    """Seconds one inference call may take before the run is stopped as hung (0: no limit); generous for a big
+    network on a CPU."""
+    load_timeout: float = 1800.0
+    """Seconds the engine's load (a weights download included) and its first, warm-up inference may take (0: no
+    limit)."""
 
     def validate(self) -> None:
         """Reject bounds the runner cannot work with."""
@@ -43,6 +49,8 @@ class PipelineSettings:
             raise ValueError(f"queue_size must be 1..1024; got {self.queue_size}")
         if not 1 <= self.batch <= 256:
             raise ValueError(f"batch must be 1..256; got {self.batch}")
+        if min(self.infer_timeout, self.load_timeout) < 0:
+            raise ValueError("infer_timeout and load_timeout must be 0 (no limit) or positive seconds")
 
 
 @dataclass
@@ -79,11 +87,13 @@ def read_config_file(name_or_path: str) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"config {name_or_path} is not valid TOML: {error}") from None
+    except RecursionError:  # tomllib recurses per nesting level
+        raise ConfigError(f"config {name_or_path} nests arrays or tables too deeply") from None
 
 
 def _read_text(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is not TOML
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"cannot read config {path}: {error}") from None
 

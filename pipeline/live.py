@@ -28,7 +28,7 @@ import numpy.typing as npt
 
 from pipeline.runner import Policy
 from pipeline.types import Frame
-from pipeline.video_io import FALLBACK_FPS, MediaError, VideoSource, one_line, rotate_upright
+from pipeline.video_io import DECODER_LIMITS, FALLBACK_FPS, MediaError, VideoSource, one_line, rotate_upright
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,8 @@ MILLISECONDS = Fraction(1, 1000)
 _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/?#]+@")
 _SECRET_QUERY = re.compile(r"(?i)([?&;](?:password|passwd|pass|pwd|passphrase|token|key|secret|auth)=)[^&;#\s]*")
 _CAMERA_PATH = re.compile(r"/dev/video\d+")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
+"""A URL scheme (RFC 3986): `rtsp`, `http`, and FFmpeg's nested ones such as `hls+http`."""
 
 
 def mask_credentials(text: str) -> str:
@@ -47,10 +49,10 @@ def mask_credentials(text: str) -> str:
 
 def source_kind(spec: str) -> SourceKind:
     """A camera (`0`, `/dev/video0`), a network stream (any `scheme://` but `file://`), or a file."""
-    if spec.isdigit() or _CAMERA_PATH.fullmatch(spec):
+    if (spec.isascii() and spec.isdigit()) or _CAMERA_PATH.fullmatch(spec):
         return "camera"
     scheme, sep, _ = spec.partition("://")
-    return "stream" if sep and scheme.lower() != "file" and scheme.isascii() and scheme.isalpha() else "file"
+    return "stream" if sep and scheme.lower() != "file" and _SCHEME.fullmatch(scheme) else "file"
 
 
 @dataclass
@@ -71,6 +73,8 @@ class LiveSettings:
     """Camera picture size and rate to ask for; 0 keeps the camera's default."""
     camera_height: int = 0
     camera_fps: float = 0.0
+    engine_restarts: int = 0
+    """Times an engine that raises is replaced by a new one (the run goes on) before the run fails; 0: never."""
 
     def validate(self) -> None:
         """Reject timings that cannot work."""
@@ -81,6 +85,8 @@ class LiveSettings:
                              f"{self.reconnect_max}")
         if min(self.camera_width, self.camera_height, self.camera_fps) < 0:
             raise ValueError("camera_width, camera_height and camera_fps must be 0 (default) or positive")
+        if self.engine_restarts < 0:
+            raise ValueError(f"engine_restarts must be 0 or more; got {self.engine_restarts}")
 
 
 @dataclass
@@ -153,7 +159,8 @@ class _StreamConnection:
     """A network stream through PyAV, opened for low delay, every blocking read bounded by the read timeout."""
 
     def __init__(self, url: str, settings: LiveSettings) -> None:
-        options = {"fflags": "nobuffer", "flags": "low_delay", "analyzeduration": "1000000", "probesize": "1000000"}
+        options = {"fflags": "nobuffer", "flags": "low_delay", "analyzeduration": "1000000", "probesize": "1000000",
+                   **DECODER_LIMITS}
         scheme = url.partition("://")[0].lower()
         if scheme in ("rtsp", "rtsps"):
             options["rtsp_transport"] = settings.rtsp_transport
@@ -165,6 +172,7 @@ class _StreamConnection:
             self._container.close()
             raise CaptureError("the stream has no video")
         self._stream = self._container.streams.video[0]
+        self._stream.codec_context.options = dict(DECODER_LIMITS)
         rate = self._stream.average_rate or self._stream.guessed_rate
         self.fps = float(rate) if rate else None
 

@@ -16,20 +16,17 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
-
-import cv2
 
 from engines.base import Engine, create_engine
-from pipeline.app import build_stages
+from pipeline.app import EngineRestarts, build_stages
 from pipeline.config import RunConfig
-from pipeline.display import Image, Window
+from pipeline.display import Window
 from pipeline.feed import Feed, FeedStats
 from pipeline.live import MILLISECONDS, LiveInput, source_kind
 from pipeline.render import Renderer
-from pipeline.runner import Policy, Runner, StageFailed
+from pipeline.runner import Policy, Runner, RunStats, StageFailed
 from pipeline.types import Frame
-from pipeline.video_io import EncoderSettings, VideoSink
+from pipeline.video_io import EncoderSettings, VideoSink, fit
 from pipeline.web import Address, WebView
 
 
@@ -108,9 +105,7 @@ class Recorder:
             self._sink = VideoSink(self.path, width=width, height=height, time_base=MILLISECONDS, fps=self._fps,
                                    settings=self._settings)
             self._origin = frame.captured_at
-        image = frame.image
-        if frame.size != (self._sink.height, self._sink.width):
-            image = cast(Image, cv2.resize(image, (self._sink.width, self._sink.height), interpolation=cv2.INTER_AREA))
+        image = fit(frame.image, self._sink.width, self._sink.height)
         self._sink.write(Frame(index=frame.index, image=image, pts=round((frame.captured_at - self._origin) * 1000),
                                time_base=MILLISECONDS, source_id=frame.source_id, captured_at=frame.captured_at))
 
@@ -123,20 +118,25 @@ class Recorder:
 class _Pipeline:
     """One source's run: the shared stages after capture, publishing into a feed and an optional recording."""
 
-    def __init__(self, source: LiveInput, engine: Engine, config: RunConfig, stop: threading.Event,
-                 output: Path | None, on_frame: Callable[[Frame], None] | None) -> None:
+    def __init__(self, source: LiveInput, make_engine: Callable[[], Engine], config: RunConfig,
+                 stop: threading.Event, output: Path | None, on_frame: Callable[[Frame], None] | None) -> None:
         live = source.policy is Policy.LIVE
         self.source = source
         self.recorder = None if output is None else Recorder(output, source.fps, config.output)
         self._on_frame = on_frame
+        restarts = config.live.engine_restarts
         # Live: one frame per queue and per inference call, so nothing waits behind stale frames.
-        stages = build_stages(engine, Renderer(config.render), self._publish, 1 if live else config.pipeline.batch,
-                              track=config.track)
+        stages = build_stages(make_engine(), Renderer(config.render), self._publish,
+                              1 if live else config.pipeline.batch, track=config.track,
+                              infer_timeout=config.pipeline.infer_timeout, load_timeout=config.pipeline.load_timeout,
+                              restarts=EngineRestarts(make_engine, restarts, source.name) if restarts else None)
         stages[-1].teardown = self._finish
         self.runner = Runner(source.frames, stages, queue_size=1 if live else config.pipeline.queue_size,
                              policy=source.policy, stop_event=stop)
         self.feed = Feed(source.name, source.state, self.runner.stats)
         self.failure: StageFailed | None = None
+        self.finished = threading.Event()
+        """Set when `run` has returned (its recording finalized); see `Runner._thread` for why not `is_alive`."""
 
     def run(self) -> None:
         """Run to the end of the source or the stop; a failure stops every pipeline and is kept for the job."""
@@ -145,6 +145,8 @@ class _Pipeline:
         except StageFailed as failure:
             self.failure = failure
             self.runner.stop()
+        finally:
+            self.finished.set()
 
     def _publish(self, frame: Frame) -> None:
         self.feed.publish(frame)
@@ -172,7 +174,7 @@ class LiveJob:
         outputs: Sequence[Path | None] = options.outputs or [None] * len(sources)
         self.stop_event = stop
         self._options = options
-        self._pipelines = [_Pipeline(source, make_engine(), config, stop, output, on_frame)
+        self._pipelines = [_Pipeline(source, make_engine, config, stop, output, on_frame)
                            for source, output in zip(sources, outputs, strict=True)]
         self.feeds = [pipeline.feed for pipeline in self._pipelines]
         self.web = None if options.serve is None else WebView(self.feeds, options.serve, token=options.token)
@@ -185,7 +187,7 @@ class LiveJob:
                    for i, p in enumerate(self._pipelines)]
 
         def running() -> bool:
-            return any(thread.is_alive() for thread in threads)
+            return not all(pipeline.finished.is_set() for pipeline in self._pipelines)
 
         try:
             if self.web is not None:
@@ -196,13 +198,13 @@ class LiveJob:
                 Window(self.feeds, snapshot_dir=self._options.snapshot_dir).run(running)
                 self.stop_event.set()
             while running():
-                for thread in threads:
-                    thread.join(0.1)
+                for pipeline in self._pipelines:
+                    pipeline.finished.wait(0.1)
         finally:
             self.stop_event.set()
-            for thread in threads:
-                if thread.is_alive():
-                    thread.join()
+            for thread, pipeline in zip(threads, self._pipelines, strict=True):
+                if thread.ident is not None:  # started
+                    pipeline.finished.wait()
             if self.web is not None:
                 self.web.close()
         for pipeline in self._pipelines:
@@ -220,3 +222,8 @@ class LiveJob:
     def frames_recorded(self) -> int:
         """Frames in all recordings so far."""
         return sum(p.recorder.frames_written for p in self._pipelines if p.recorder is not None)
+
+    @property
+    def run_stats(self) -> list[RunStats]:
+        """Each source's pipeline counters (its queues included), readable while the run goes: for soak tests."""
+        return [p.runner.stats for p in self._pipelines]

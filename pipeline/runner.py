@@ -3,9 +3,14 @@
 Items flow source → stage 1 → … → stage N in order (one thread per stage keeps FIFO order). Every blocking
 `put`/`get` waits in short slices and checks the stop event, so nothing hangs on a full or empty queue. The first
 stage to raise sets the stop event; every thread then leaves its loop and runs its teardown (sinks finalize
-there), and `run` re-raises the failure in the caller as `StageFailed` naming the stage. A source that raises
-(a decode error mid-file) ends the stream instead: the frames it already produced are processed and written,
-then the failure is raised.
+there), and `run` re-raises the failure in the caller as `StageFailed` naming the stage (and the frame). A source
+that raises (a decode error mid-file) ends the stream instead: the frames it already produced are processed and
+written, then the failure is raised.
+
+A watchdog in the calling thread fails a stage whose `setup` or `process` call outlasts the stage's limit (a hung
+engine): the run stops as after an error, without waiting for that thread. After a stop, `run` waits for every
+teardown however long it takes (a sink finalizing), but gives up on a thread still stuck in `setup` or `process`
+`join_timeout` seconds later; such a daemon thread dies with the process.
 """
 
 from __future__ import annotations
@@ -30,12 +35,19 @@ class Policy(enum.Enum):
 
 
 class StageFailed(RuntimeError):
-    """A stage raised; `stage` names it and `__cause__` is the original exception."""
+    """A stage raised; `stage` names it, `frame` the index of the frame it was working on (when known), and
+    `__cause__` is the original exception."""
 
-    def __init__(self, stage: str, error: BaseException) -> None:
-        super().__init__(f"{stage} stage failed: {error}")
+    def __init__(self, stage: str, error: BaseException, frame: int | None = None) -> None:
+        where = "" if frame is None else f" at frame {frame}"
+        super().__init__(f"{stage} stage failed{where}: {str(error) or type(error).__name__}")
         self.stage = stage
         self.error = error
+        self.frame = frame
+
+
+class StageTimeout(RuntimeError):
+    """The watchdog's verdict: a stage's `setup` or `process` call outlasted its limit (the stage is stuck)."""
 
 
 class _End:
@@ -130,6 +142,20 @@ class Stage:
     batch_size: int = 1
     setup: Callable[[], None] | None = None
     teardown: Callable[[], None] | None = None
+    timeout: float | None = None
+    """Seconds one `process` call may take before the watchdog fails the run; None: no limit."""
+    setup_timeout: float | None = None
+    """Seconds `setup` may take, and the first `process` call too (warm-up: lazy compilation, autotuning)."""
+
+
+@dataclass(frozen=True)
+class _Busy:
+    """What a stage thread is doing now, for the watchdog and the final wait."""
+
+    phase: str  # "setup", "process" or "teardown"
+    since: float
+    limit: float | None
+    frame: int | None = None
 
 
 @dataclass
@@ -178,6 +204,9 @@ class Runner:
         self._join_timeout = join_timeout
         self._failure: StageFailed | None = None
         self._failure_lock = threading.Lock()
+        self._busy: dict[str, _Busy] = {}  # by thread (stage) name; absent while a thread waits on its queue
+        self._hung: set[str] = set()
+        self._done: dict[str, threading.Event] = {}  # by thread name: set when the thread has finished
         self._inputs = [StageQueue(queue_size, policy, self.stop_event) for _ in stages]
         for stage, stage_queue in zip(stages, self._inputs, strict=True):
             self.stats.queues[stage.name] = stage_queue
@@ -186,24 +215,18 @@ class Runner:
 
     def run(self) -> RunStats:
         """Run to the end of the source; re-raises the first stage failure, or `KeyboardInterrupt` after a stop."""
-        threads = [threading.Thread(target=self._capture_loop, name=self._source_name, daemon=True)]
+        threads = [self._thread(self._source_name, self._capture_loop)]
         for i, stage in enumerate(self._stages):
             output = self._inputs[i + 1] if i + 1 < len(self._stages) else None
-            threads.append(
-                threading.Thread(target=self._stage_loop, args=(stage, self._inputs[i], output),
-                                 name=stage.name, daemon=True)
-            )
+            threads.append(self._thread(stage.name, self._stage_loop, stage, self._inputs[i], output))
         for thread in threads:
             thread.start()
         try:
-            for thread in threads:
-                while thread.is_alive():
-                    thread.join(POLL_SECONDS)
+            self._wait()
         except BaseException:  # Ctrl-C, SIGTERM: stop the stages, let them finalize, then pass it on
             self.stop_event.set()
-            self._join_all(threads)
+            self._wait()
             raise
-        self._join_all(threads)
         if self._failure is not None:
             raise self._failure from self._failure.error
         return self.stats
@@ -212,19 +235,51 @@ class Runner:
         """Ask every stage to finish now (teardowns still run)."""
         self.stop_event.set()
 
-    def _join_all(self, threads: list[threading.Thread]) -> None:
-        deadline = time.monotonic() + self._join_timeout
-        for thread in threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+    def _thread(self, name: str, target: Callable[..., None], *args: Any) -> threading.Thread:
+        """A daemon thread running `target(*args)` that marks its end in `_done`. (Not `is_alive`: Python 3.11 calls
+        a thread finished when Ctrl-C interrupts a `join` on it, even while it still finalizes.)"""
+        done = self._done[name] = threading.Event()
 
-    def _record(self, stage: str, error: BaseException) -> None:
+        def run() -> None:
+            try:
+                target(*args)
+            finally:
+                done.set()
+
+        return threading.Thread(target=run, name=name, daemon=True)
+
+    def _wait(self) -> None:
+        """Wait for the threads, watching their time limits. Those the watchdog found stuck are not waited for;
+        after a stop, neither are those still in `setup` or `process` `join_timeout` seconds later, but one in its
+        teardown always is."""
+        stopped_at: float | None = None
+        while running := [name for name, done in self._done.items() if not done.is_set() and name not in self._hung]:
+            self._done[running[0]].wait(POLL_SECONDS)
+            self._watch()
+            if self.stop_event.is_set():
+                stopped_at = stopped_at or time.monotonic()
+                finalizing = any(getattr(self._busy.get(name), "phase", None) == "teardown" for name in running)
+                if time.monotonic() - stopped_at > self._join_timeout and not finalizing:
+                    return
+
+    def _watch(self) -> None:
+        """Fail the run for each stage whose current call has outlasted its limit (once per stage)."""
+        now = time.monotonic()
+        for name, busy in list(self._busy.items()):
+            if busy.limit is not None and now - busy.since > busy.limit and name not in self._hung:
+                self._hung.add(name)
+                what = "no result" if busy.phase == "process" else f"{busy.phase} not done"
+                self._fail(name, StageTimeout(f"{what} within {busy.limit:g} s (stopped by the watchdog)"),
+                           busy.frame)
+
+    def _record(self, stage: str, error: BaseException, frame: int | None = None) -> None:
         """Keep the first failure, to re-raise once every thread has finished."""
         with self._failure_lock:
             if self._failure is None:
-                self._failure = StageFailed(stage, error)
+                self._failure = StageFailed(stage, error, frame)
 
-    def _fail(self, stage: str, error: BaseException) -> None:
-        self._record(stage, error)
+    def _fail(self, stage: str, error: BaseException, frame: int | None = None) -> None:
+        self._record(stage, error, frame)
         self.stop_event.set()
 
     def _capture_loop(self) -> None:
@@ -258,9 +313,13 @@ class Runner:
 
     def _stage_loop(self, stage: Stage, inbox: StageQueue, outbox: StageQueue | None) -> None:
         stats = self.stats.stages[stage.name]
+        frame: int | None = None
         try:
             if stage.setup is not None:
+                self._busy[stage.name] = _Busy("setup", time.monotonic(), stage.setup_timeout)
                 stage.setup()
+                self._busy.pop(stage.name, None)
+            limit = stage.setup_timeout if stage.setup is not None else stage.timeout  # the first call warms up
             finished = False
             while not finished:
                 batch = [inbox.get()]
@@ -272,10 +331,15 @@ class Runner:
                         finished = True
                         break
                     batch.append(nxt)
+                frame = _frame_index(batch[0])
+                self._busy[stage.name] = _Busy("process", time.monotonic(), limit, frame)
                 started = time.perf_counter()
                 results = stage.process(batch)
                 stats.busy_seconds += time.perf_counter() - started
+                self._busy.pop(stage.name, None)
+                limit = stage.timeout
                 stats.items += len(batch)
+                frame = None
                 if outbox is not None:
                     for result in results:
                         outbox.put(result)
@@ -284,10 +348,19 @@ class Runner:
         except Stopped:
             pass
         except BaseException as error:  # noqa: BLE001 - any failure must stop the run and reach the caller
-            self._fail(stage.name, error)
+            self._fail(stage.name, error, frame)
         finally:
             if stage.teardown is not None:
+                self._busy[stage.name] = _Busy("teardown", time.monotonic(), None)
                 try:
                     stage.teardown()
                 except BaseException as error:  # noqa: BLE001
                     self._fail(stage.name, error)
+            self._busy.pop(stage.name, None)
+
+
+def _frame_index(item: Any) -> int | None:
+    """The index of the frame an item carries (a `Frame`, or a tuple led by one), to name it in errors."""
+    head = item[0] if isinstance(item, tuple) and item else item
+    index = getattr(head, "index", None)
+    return index if isinstance(index, int) else None

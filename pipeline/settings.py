@@ -7,12 +7,15 @@ message names the full key (`engine.motion.history`), so the CLI can print it as
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 T = TypeVar("T")
+INT_LIMIT = 2**31
+"""Integer settings lie within ±(2**31 - 1): the 32-bit ints OpenCV and FFmpeg take them as (no setting needs more)."""
 
 
 class ConfigError(ValueError):
@@ -75,10 +78,14 @@ def coerce(value: Any, annotation: Any, where: str) -> Any:
     if annotation is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{where} must be an integer; got {value!r}")
+        if not -INT_LIMIT < value < INT_LIMIT:
+            raise ConfigError(f"{where} must be within ±{INT_LIMIT - 1}; got {value}")
         return value
     if annotation is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where} must be a number; got {value!r}")
+        if not math.isfinite(value) or abs(value) >= INT_LIMIT:
+            raise ConfigError(f"{where} must be a finite number within ±{INT_LIMIT - 1}; got {value}")
         return float(value)
     if annotation is str:
         if not isinstance(value, str):
@@ -97,3 +104,5 @@ def parse_scalar(text: str) -> Any:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
+    except RecursionError:  # tomllib recurses per nesting level
+        raise ConfigError(f"value nested too deeply: {text[:20]}…") from None

@@ -5,11 +5,18 @@
 (variable frame rate included), and carries the input's audio along: stream-copied when the output container
 takes its codec (`AUDIO_COPY`), re-encoded to AAC otherwise, interleaved with the video as frames arrive and
 cut at the last written frame when the run stopped early.
+
+Hostile input is bounded: pictures over `MAX_PIXELS` are refused (before decoding when the header states the
+size, by the decoder otherwise), and a stream whose picture size changes part-way is scaled to its first size.
+An output that fails mid-run (disk full, write permission lost, file or folder removed) keeps what reached the disk
+when that plays, and is removed when nothing of it plays.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,8 +33,14 @@ import numpy.typing as npt
 
 from pipeline.types import Frame
 
+log = logging.getLogger(__name__)
+
 MAX_SIDE = 16384
 """Largest width or height accepted (H.264's level limits stop well below it)."""
+MAX_PIXELS = 8192 * 4352
+"""Largest picture accepted (H.264 level 6.2's largest frame, 8K): bounds the memory a hostile header can claim."""
+DECODER_LIMITS = {"max_pixels": str(MAX_PIXELS)}
+"""FFmpeg options for every input's decoders: a picture over `MAX_PIXELS` fails to decode instead of filling memory."""
 FALLBACK_FPS = 30.0
 """Rate used to invent timestamps for frames that have none when the stream states no rate either."""
 CUT_SHORT = 1.0
@@ -107,10 +120,17 @@ def rotate_upright(image: npt.NDArray[np.uint8], rotation: int) -> npt.NDArray[n
     return image if code is None else cast(npt.NDArray[np.uint8], cv2.rotate(image, code))
 
 
+def fit(image: npt.NDArray[np.uint8], width: int, height: int) -> npt.NDArray[np.uint8]:
+    """`image` scaled to `width`x`height` (aspect not kept), or itself when it already has that size."""
+    if image.shape[:2] == (height, width):
+        return image
+    return cast(npt.NDArray[np.uint8], cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA))
+
+
 def _open_input(path: Path) -> av.container.InputContainer:
-    """Open `path` for reading; every way that fails becomes a one-line `MediaError`."""
+    """Open `path` for reading (probing decoders capped at `MAX_PIXELS`); every way that fails is a `MediaError`."""
     try:
-        return av.open(str(path), metadata_errors="ignore")
+        return av.open(str(path), metadata_errors="ignore", options=DECODER_LIMITS)
     except FileNotFoundError:
         raise MediaError(f"file not found: {path}") from None
     except IsADirectoryError:
@@ -122,9 +142,11 @@ def _open_input(path: Path) -> av.container.InputContainer:
 
 
 def _video_stream(container: av.container.InputContainer, path: Path) -> av.VideoStream:
-    """The first real video stream (cover pictures do not count), else a `MediaError` listing what there is."""
+    """The first real video stream (cover pictures do not count), its decoder refusing pictures over `MAX_PIXELS`;
+    else a `MediaError` listing what there is."""
     for stream in container.streams.video:
         if not stream.disposition & av.stream.Disposition.attached_pic:
+            stream.codec_context.options = dict(DECODER_LIMITS)
             return stream
     kinds = ["cover picture" if s.type == "video" else s.type for s in container.streams]
     raise MediaError(f"no video stream in {path} (it has: {', '.join(dict.fromkeys(kinds)) or 'no streams'})")
@@ -135,15 +157,17 @@ def probe(path: str | Path) -> VideoInfo:
     path = Path(path)
     with _open_input(path) as container:
         stream = _video_stream(container, path)
+        if stream.width and stream.height:  # stated by the header: refuse a hostile size before decoding
+            _check_size(stream.width, stream.height, path)
         try:
             first = next(container.decode(stream), None)
         except av.FFmpegError as error:
-            raise MediaError(f"cannot decode the video of {path}: {one_line(error)}") from None
+            hint = f" (pictures over {MAX_PIXELS:,} pixels are refused)" if isinstance(error, av.ArgumentError) else ""
+            raise MediaError(f"cannot decode the video of {path}: {one_line(error)}{hint}") from None
         if first is None:
             raise MediaError(f"no decodable video frame in {path}")
         width, height, rotation = first.width, first.height, quarter_turns(first.rotation)
-        if not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE):
-            raise MediaError(f"unusable picture size {width}x{height} in {path}")
+        _check_size(width, height, path)
         if rotation in (90, 270):
             width, height = height, width
         rate = stream.average_rate or stream.guessed_rate
@@ -153,6 +177,15 @@ def probe(path: str | Path) -> VideoInfo:
         return VideoInfo(path=str(path), width=width, height=height, frame_count=stream.frames or None,
                          fps=float(rate) if rate else None, time_base=time_base, duration=duration,
                          rotation=rotation, codec=stream.codec.canonical_name, audio_codec=audio)
+
+
+def _check_size(width: int, height: int, path: Path) -> None:
+    """Raise `MediaError` for a picture size that is empty, over `MAX_SIDE` or over `MAX_PIXELS`."""
+    if not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE):
+        raise MediaError(f"unusable picture size {width}x{height} in {path}")
+    if width * height > MAX_PIXELS:
+        raise MediaError(f"picture size {width}x{height} in {path} is too large: over {MAX_PIXELS:,} pixels "
+                         f"(8192x4352)")
 
 
 def _duration_tag(stream: av.VideoStream) -> float | None:
@@ -179,6 +212,8 @@ class VideoSource:
 
         A damaged file can also make FFmpeg's demuxer stop quietly; when that leaves more than `CUT_SHORT` seconds
         of the stream's stated duration undecoded, that too is a `DecodeError`, raised after the last frame.
+        Pictures of another size than the first (the stream changed resolution) are scaled to it, with one warning
+        per change.
         """
         path = Path(self.info.path)
         container = _open_input(path)
@@ -190,6 +225,8 @@ class VideoSource:
             decoded = container.decode(stream)
             index, end = 0, 0
             first: int | None = None
+            upright: tuple[int, ...] = (self.info.height, self.info.width)
+            size = upright
             while self.max_frames is None or index < self.max_frames:
                 try:
                     frame = next(decoded, None)
@@ -202,6 +239,12 @@ class VideoSource:
                 first = pts if first is None else first
                 end = pts + (frame.duration or 0)
                 image = rotate_upright(cast(npt.NDArray[np.uint8], frame.to_ndarray(format="bgr24")), frame.rotation)
+                if image.shape[:2] != size:
+                    size = image.shape[:2]
+                    if size != upright:
+                        log.warning("%s: the picture size changes to %dx%d at frame %d; scaled to %dx%d, the first",
+                                    path, size[1], size[0], index, self.info.width, self.info.height)
+                image = fit(image, self.info.width, self.info.height)
                 yield Frame(index=index, image=image, pts=pts, time_base=time_base, source_id=self.source_id)
                 index += 1
         finally:
@@ -250,7 +293,10 @@ class VideoSink:
     """Encodes `Frame`s into a video file at their own timestamps, carrying the input's audio; always `close()` it.
 
     The container follows the path's extension. Pictures with a size the pixel format cannot hold (odd sizes in
-    yuv420p) are padded by repeating their last row/column.
+    yuv420p) are padded by repeating their last row/column. After a failed write (disk full, file size limit, write
+    permission lost) nothing more can be written: `close` then keeps the file if what reached the disk plays
+    (Matroska does; an MP4 needs its index, written last) and removes it otherwise; `frames_written` then counts
+    the frames the file holds. A file deleted or moved away (its folder removed) while written fails the next write.
     """
 
     def __init__(self, path: str | Path, *, width: int, height: int, time_base: Fraction, fps: float | None,
@@ -260,6 +306,7 @@ class VideoSink:
         self.settings = settings or EncoderSettings()
         self.settings.validate()
         self.frames_written = 0
+        self._failed = False
         self._last_pts: int | None = None
         self._step = max(1, round(1 / ((fps or FALLBACK_FPS) * time_base)))  # ticks of the latest frame
         self._closed = False
@@ -273,6 +320,7 @@ class VideoSink:
             if audio_from is not None and self.settings.audio:
                 self._audio = _AudioCarrier.open(Path(audio_from), self._output)
             self._output.start_encoding()  # fail here, not at the first frame, if the file cannot be written
+            self._identity = _identity(self.path)
         except BaseException as error:
             self._release()
             if isinstance(error, (av.FFmpegError, OSError, ValueError)):
@@ -311,6 +359,10 @@ class VideoSink:
         image = np.pad(frame.image, pad, mode="edge") if any(p for _, p in pad) else frame.image
         picture = av.VideoFrame.from_ndarray(image, format="bgr24")
         picture.pts, picture.time_base = pts, self.time_base
+        if _identity(self.path) != self._identity:
+            self._failed = True
+            raise WriteError(f"cannot write {self.path}: the file was deleted or moved, or its folder removed, "
+                             "while it was written")
         try:
             self._output.mux(self._video.encode(picture))
             if self._last_pts is not None:
@@ -320,6 +372,7 @@ class VideoSink:
             if self._audio is not None:
                 self._audio.mux_until(self._seconds(pts + self._step))
         except (av.FFmpegError, OSError) as error:
+            self._failed = True
             raise WriteError(f"cannot write {self.path}: {one_line(error)}") from error
 
     def _pts_of(self, frame: Frame) -> int:
@@ -334,18 +387,40 @@ class VideoSink:
         return float(pts * self.time_base)
 
     def close(self) -> None:
-        """Flush the encoder, mux the remaining audio and finish the file; idempotent, and safe after errors."""
+        """Flush the encoder, mux the remaining audio and finish the file; idempotent, and safe after errors (then
+        only what reached the disk is kept, if it plays; see the class)."""
         if self._closed:
             return
         self._closed = True
         try:
-            self._output.mux(self._video.encode(None))
-            if self._audio is not None and self._last_pts is not None:
-                self._audio.finish(self._seconds(self._last_pts), self._seconds(self._last_pts + self._step))
+            try:
+                if not self._failed:
+                    self._output.mux(self._video.encode(None))
+                    if self._audio is not None and self._last_pts is not None:
+                        self._audio.finish(self._seconds(self._last_pts), self._seconds(self._last_pts + self._step))
+            finally:
+                self._release()
         except (av.FFmpegError, OSError) as error:
+            self._failed = True
             raise WriteError(f"cannot finish {self.path}: {one_line(error)}") from error
         finally:
-            self._release()
+            if self._failed:
+                self._salvage()
+
+    def _salvage(self) -> None:
+        """After a failure: count the frames the closed file holds, and remove it (if it is still ours) when none
+        play."""
+        if _identity(self.path) != self._identity:
+            self.frames_written = 0
+            return
+        try:
+            with av.open(str(self.path)) as written:
+                packets = written.demux(video=0)
+                self.frames_written = sum(1 for packet in packets if packet.size and not packet.is_corrupt)
+        except (av.FFmpegError, OSError, IndexError):
+            self.frames_written = 0
+        if self.frames_written == 0:
+            self.path.unlink(missing_ok=True)
 
     def _release(self) -> None:
         """Close the audio reader and the output container (which writes the trailer once encoding started)."""
@@ -354,6 +429,15 @@ class VideoSink:
                 self._audio.close()
         finally:
             self._output.close()
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file at `path`, None when there is none: tells whether it is still the one opened."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
 
 
 def _chroma_steps(pix_fmt: str) -> tuple[int, int]:

@@ -3,9 +3,11 @@
 Routes: `/` the page (every feed, its numbers refreshed each second), `/stream/N.mjpg` feed N as a multipart JPEG
 stream, `/stats.json` every feed's numbers. It binds 127.0.0.1 unless told otherwise; bound to any other address
 it requires a token (given, or generated and printed once), checked on every request (`?token=` or
-`Authorization: Bearer`) in constant time. Each client is served by its own thread, which sends the newest frame
-whenever the client is ready for one and skips the rest: a client that stalls or leaves only affects itself, and
-the pipeline never waits for any client. Request lines (which carry the token) are never logged.
+`Authorization: Bearer`) in constant time; without a token it answers only requests addressed to a loopback name
+(`Host`), against DNS rebinding. Nothing is served from the file system. Each client is served by its own thread,
+which sends the newest frame whenever the client is ready for one and skips the rest: a client that stalls or
+leaves only affects itself, and the pipeline never waits for any client. Request lines (which carry the token) are
+never logged.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ def parse_address(text: str) -> Address:
     host, sep, port = text.rpartition(":")
     if not sep:
         host, port = DEFAULT_HOST, text
-    if not port.isdigit() or int(port) > 65535:
+    if not port.isdecimal() or int(port) > 65535:
         raise ValueError(f"--serve takes [HOST:]PORT with a port 0..65535; got {text!r}")
     return host.removeprefix("[").removesuffix("]") or DEFAULT_HOST, int(port)
 
@@ -116,6 +118,17 @@ class WebView:
             given = authorization.removeprefix("Bearer ")
         return hmac.compare_digest(given.encode(), self.token.encode())
 
+    def host_allowed(self, host: str | None) -> bool:
+        """Whether to answer a request naming `host` (its `Host` header): a view without a token answers only to
+        loopback names, so a web page whose domain an attacker re-points at 127.0.0.1 (DNS rebinding) cannot read it."""
+        if self.token is not None or host is None:
+            return True
+        try:
+            name = urlsplit(f"//{host}").hostname
+        except ValueError:  # a malformed [IPv6] literal
+            return False
+        return name is not None and (is_loopback(name) or name.endswith(".localhost"))
+
     def page(self) -> bytes:
         """The HTML page: one figure per feed, captions filled from `/stats.json` every second."""
         query = "" if self.token is None else f"?token={quote(self.token)}"
@@ -172,6 +185,10 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         view = self.server.view
         url = urlsplit(self.path)
+        if not view.host_allowed(self.headers.get("Host")):
+            self._reply(403, "text/plain; charset=utf-8", b"this view answers only to a loopback address; "
+                                                          b"use --token to serve other names\n")
+            return
         if not view.authorized(url.query, self.headers.get("Authorization")):
             self._reply(401, "text/plain; charset=utf-8", b"a valid token is required (?token=...)\n",
                         {"WWW-Authenticate": "Bearer"})

@@ -144,7 +144,7 @@ def test_failure_while_downstream_is_blocked_on_a_full_queue_does_not_hang() -> 
         return items
 
     started = time.monotonic()
-    with pytest.raises(StageFailed, match="infer stage failed: engine crashed"):
+    with pytest.raises(StageFailed, match="infer stage failed at frame 8: engine crashed"):
         Runner(frames(10_000), [Stage("infer", failing_infer), Stage("write", stuck_writer)], queue_size=1).run()
     assert time.monotonic() - started < 5.0
 

@@ -124,7 +124,7 @@ def test_a_token_is_required_beyond_loopback(caplog: pytest.LogCaptureFixture) -
 def read_parts(view: WebView, seconds: float) -> int:
     """How many JPEG parts a well-behaved client receives from stream 0 in `seconds`."""
     with socket.create_connection(("127.0.0.1", view.address[1]), timeout=5) as client:
-        client.sendall(b"GET /stream/0.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")
+        client.sendall(b"GET /stream/0.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         received = b""
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
@@ -141,7 +141,7 @@ def test_a_stalled_client_does_not_slow_the_pipeline() -> None:
     with serving(job) as view, socket.socket() as stalled:
         stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         stalled.connect(("127.0.0.1", view.address[1]))
-        stalled.sendall(b"GET /stream/0.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")  # and never reads
+        stalled.sendall(b"GET /stream/0.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")  # and never reads
         wait_until(lambda: len(published.items) > 15, 5, "the stream to start")
         time.sleep(1.0)  # the stalled client's buffers fill up: its server thread now blocks on sending
         count, since = len(published.items), time.monotonic()
