@@ -1,8 +1,8 @@
 """How a torchvision engine runs its network: eager PyTorch (`torch`), or its parts (`engines.graphs`) compiled by
-`torch.compile` (`torch-compiled`), exported to ONNX and run by ONNX Runtime (`onnx`), or built into TensorRT
-engines (`trt`). Whatever runs a part is a *runner* (tensors in, tuple of tensors out, on the engine's device);
-`RunnerModule` puts a runner where the torchvision module it replaces was, so the rest of the model (for Mask
-R-CNN: anchors, NMS, RoIAlign, mask pasting) runs unchanged in torch.
+`torch.compile` (`torch-compiled`), exported to ONNX and run by ONNX Runtime (`onnx`) or OpenCV DNN (`opencv`,
+`engines.opencv_dnn`), or built into TensorRT engines (`trt`). Whatever runs a part is a *runner* (tensors in,
+tuple of tensors out, on the engine's device); `RunnerModule` puts a runner where the torchvision module it replaces
+was, so the rest of the model (for Mask R-CNN: anchors, NMS, RoIAlign, mask pasting) runs unchanged in torch.
 
 Everything here happens in the infer thread, at `load()` or later: no CUDA stream, session, engine or context
 exists before.
@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from engines.base import EngineError
-from engines.cache import cache_dir, cache_key, model_sha256, weights_sha256
+from engines.cache import cache_dir, cache_key, cached_file, model_sha256, weights_sha256
 from engines.graphs import OPSET, Part, PartInfo, Precision, Sidecar, is_intact, versions, with_precision
 
 if TYPE_CHECKING:
@@ -36,9 +36,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Backend = Literal["auto", "torch", "torch-compiled", "onnx", "trt"]
+Backend = Literal["auto", "torch", "torch-compiled", "onnx", "trt", "opencv"]
 AUTO_ORDER = {"cuda": ("trt", "torch-compiled", "torch"), "cpu": ("onnx", "torch")}
-"""What `auto` picks from, fastest first, by device type (docs/GPU.md has the measurements behind it)."""
+"""What `auto` picks from, fastest first, by device type (the CPU order is measured in docs/GPU.md; the CUDA order is
+what TensorRT and compiled graphs are built for, not yet measured here); never opencv,
+which is for models only it can read (README: Engines) or when asked for."""
 PROVIDERS = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 """ONNX Runtime execution providers by the names the `providers` setting takes."""
 
@@ -62,6 +64,8 @@ def missing(backend: str, device: torch.device) -> str | None:
         return "needs onnx and onnxruntime (pip install 'seg-video[onnx]')"
     if backend == "trt" and not installed("onnx", "tensorrt"):
         return "needs onnx and tensorrt (pip install 'seg-video[trt]')"
+    if backend == "opencv" and not installed("onnx"):
+        return "needs onnx to export the graphs OpenCV DNN runs (pip install 'seg-video[onnx]')"
     return None
 
 
@@ -82,7 +86,7 @@ def resolve_backend(requested: str, device: torch.device) -> tuple[str, str]:
 
 def present_backends(device: torch.device) -> list[str]:
     """The backends that can run on `device` here."""
-    return [name for name in ("torch", "torch-compiled", "onnx", "trt") if missing(name, device) is None]
+    return [name for name in ("torch", "torch-compiled", "onnx", "trt", "opencv") if missing(name, device) is None]
 
 
 class RunnerModule(nn.Module):
@@ -148,8 +152,8 @@ def cached_plan(sidecar: Sidecar, part: PartInfo, tensorrt: str, gpu: str, shape
     an earlier run or by tools/build_engine.py, perhaps for a bigger batch."""
     names = [spec.name for spec in part.inputs]
     for saved in sorted((cache_dir() / "trt").glob(f"{plan_identity(sidecar, part, tensorrt, gpu)}-*.json")):
-        plan = saved.with_suffix(".plan")
-        if plan.is_file() and covers(read_profile(saved), names, shapes):
+        plan = cached_file(saved.parent, saved.with_suffix(".plan").name)
+        if plan is not None and covers(read_profile(saved), names, shapes):
             return plan
     return None
 
@@ -284,7 +288,7 @@ def export_cached(engine: TorchEngine, model: nn.Module, parts: list[Part]) -> t
 
 def make_runners(engine: TorchEngine, model: nn.Module, parts: list[Part],
                  stream: torch.cuda.Stream | None) -> dict[str, Runner]:
-    """A runner per part for the engine's backend (the ONNX export cached first for onnx and trt)."""
+    """A runner per part for the engine's backend (the ONNX export cached first for onnx, opencv and trt)."""
     backend, precision, device = engine.backend, engine.params.precision, engine.device
     if backend == "torch-compiled":
         return {part.name: CompiledRunner(part, precision, device) for part in parts}
@@ -297,6 +301,10 @@ def make_runners(engine: TorchEngine, model: nn.Module, parts: list[Part],
             log.warning("onnx: %s did not start (see ONNX Runtime's message); running on %s", providers[0][0], active)
         log.info("%s: ONNX Runtime runs on %s", engine.name, active)
         return dict(runners)
+    if backend == "opencv":
+        from engines.opencv_dnn import dnn_runners
+
+        return dict(dnn_runners(folder, parts, sidecar.parts, engine.params.dnn_target, device))
     from engines.trt_backend import TrtRunner
 
     assert stream is not None  # trt needs CUDA, checked when the engine was created

@@ -62,6 +62,10 @@ class Engine(ABC):
         """Release what `load` acquired."""
 
 
+NO_NEEDS = "nothing (CPU, always available)"
+"""What an engine that runs anywhere, with no model files, needs."""
+
+
 @dataclass(frozen=True)
 class EngineInfo:
     """How to find an engine without importing it, and what to tell a user about it."""
@@ -70,7 +74,7 @@ class EngineInfo:
     module: str
     attribute: str
     summary: str
-    needs: str = "nothing (CPU, always available)"
+    needs: str = NO_NEEDS
 
     def engine_class(self) -> type[Engine]:
         """Import the engine's module and return its class."""
@@ -106,6 +110,10 @@ ENGINES: dict[str, EngineInfo] = {
         EngineInfo("fcn101", "engines.torch_semantic", "FCN101Engine",
                    "FCN ResNet-101: more accurate than fcn (VOC mIoU 63.7 vs 60.5), 1.5x compute",
                    needs=TORCHVISION_NEEDS),
+        EngineInfo("maskrcnn_tf", "engines.opencv_tf", "MaskRCNNTFEngine",
+                   "Mask R-CNN Inception v2 (TensorFlow Object Detection API, OpenCV's tutorial graph) on OpenCV "
+                   "DNN: 80 COCO classes",
+                   needs="--model-file frozen_inference_graph.pb --model-config its OpenCV .pbtxt; OpenCV 4.x"),
     )
 }
 

@@ -22,6 +22,7 @@ from engines.backends import PROVIDERS, Backend, Runner, make_runners, on_stream
 from engines.base import Engine, EngineError
 from engines.cache import model_sha256
 from engines.graphs import OPSET, Part, Precision, Sidecar, export_part, versions
+from engines.opencv_dnn import DnnTarget, check_opencv_settings
 from engines.weights import fit_state, load_weights, weights_status
 from pipeline.types import ClassTable, Frame
 
@@ -52,10 +53,13 @@ class TorchParams:
     """The model input's shorter side in pixels."""
     backend: Backend = "torch"
     """torch (eager PyTorch), torch-compiled (CUDA: torch.compile with CUDA graphs, channels-last), onnx (ONNX
-    Runtime), trt (TensorRT, CUDA), or auto: the fastest of these present here (said when the engine loads)."""
+    Runtime), trt (TensorRT, CUDA), opencv (OpenCV DNN), or auto: the fastest of torch-compiled, trt, onnx and torch
+    present here (said when the engine loads)."""
     providers: tuple[str, ...] = ()
     """Backend onnx: ONNX Runtime execution providers to try, in order, of tensorrt, cuda, cpu (empty: all three on a
     GPU, cpu on the CPU)."""
+    dnn_target: DnnTarget = "cpu"
+    """Backend opencv: where OpenCV DNN runs the network: cpu, or cuda / cuda-fp16 (an OpenCV built with CUDA)."""
 
     table: ClassVar[ClassTable]
 
@@ -115,6 +119,7 @@ class TorchEngine(Engine):
         self.backend, self._backend_line = resolve_backend(params.backend, self.device)
         if self.device.type != "cuda" and set(params.providers) - {"cpu"}:
             raise EngineError(f"providers {', '.join(params.providers)} need device cuda; this run is on the CPU")
+        check_opencv_settings(params.dnn_target, self.backend, params.precision)
         self._model: nn.Module | None = None
         self._keep: Tensor | None = None
         self._stream: torch.cuda.Stream | None = None

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.models import WeightsEnum
 
-from engines.base import ENGINES, EngineError
+from engines.base import ENGINES, NO_NEEDS, EngineError
 
 StateDict = dict[str, Tensor]
 
@@ -83,7 +83,7 @@ def _download(official: WeightsEnum, path: Path, engine: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.hub.download_url_to_file(official.url, str(path), match.group(1) if match else None, progress=True)
     except (OSError, RuntimeError) as error:  # no network, unwritable cache, checksum mismatch
-        offline = [info.name for info in ENGINES.values() if "weights" not in info.needs]
+        offline = [info.name for info in ENGINES.values() if info.needs == NO_NEEDS]
         raise EngineError(f"{engine} weights are not cached at {path} and could not be downloaded "
                           f"({_one_line(error)}); use --weights PATH (a state dict, e.g. a copy of {official.url}), "
                           f"--weights none (random init), or an engine that needs no weights: "

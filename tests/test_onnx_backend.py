@@ -102,8 +102,9 @@ def export_folder(cache: Path, name: str) -> Path:
     return folder
 
 
-def test_fcn_on_onnx_runtime_matches_torch(engines: Callable[..., TorchEngine], frames: list[Frame]) -> None:
-    ours, reference = engines("fcn", "onnx"), engines("fcn", "torch")
+def assert_fcn_matches_torch(engines: Callable[..., TorchEngine], frames: list[Frame], backend: str) -> None:
+    """FCN on `backend` gives label maps ≥ 99.9 % equal to eager torch's, batched and at two sizes."""
+    ours, reference = engines("fcn", backend), engines("fcn", "torch")
     mixed = [*frames[:2], make_frame(3, width=120, height=96)]  # a batch of 2, another size: dynamic batch, H, W
     for result, expected in zip(run(ours, mixed), run(reference, mixed), strict=True):
         assert result.label_map is not None and expected.label_map is not None
@@ -111,15 +112,25 @@ def test_fcn_on_onnx_runtime_matches_torch(engines: Callable[..., TorchEngine], 
         assert (result.label_map == expected.label_map).mean() >= 0.999
 
 
-def test_maskrcnn_hybrid_on_onnx_runtime_matches_torch(engines: Callable[..., TorchEngine],
-                                                       frames: list[Frame]) -> None:
+def assert_maskrcnn_matches_torch(engines: Callable[..., TorchEngine], frames: list[Frame], backend: str,
+                                  atol: float) -> None:
+    """Mask R-CNN's parts on `backend` give eager torch's instances (boxes and scores within `atol`), batch of 2."""
     everything = run(engines("maskrcnn", "torch", score_threshold=0.0, max_size=MAX_SIZE), frames[:2])
     scores = np.sort(everything[0].scores)[::-1]  # keep KEPT_DETECTIONS on frame 0, no score near the cut-off
     threshold = float(scores[KEPT_DETECTIONS - 1:KEPT_DETECTIONS + 1].mean())
-    ours = run(engines("maskrcnn", "onnx", score_threshold=threshold, max_size=MAX_SIZE), frames[:2])  # batch of 2
+    ours = run(engines("maskrcnn", backend, score_threshold=threshold, max_size=MAX_SIZE), frames[:2])
     assert len(ours[0]) == KEPT_DETECTIONS
     for result, expected in zip(ours, everything, strict=True):
-        assert_same_instances(result, expected.select(expected.scores > threshold), atol=1e-3)
+        assert_same_instances(result, expected.select(expected.scores > threshold), atol=atol)
+
+
+def test_fcn_on_onnx_runtime_matches_torch(engines: Callable[..., TorchEngine], frames: list[Frame]) -> None:
+    assert_fcn_matches_torch(engines, frames, "onnx")
+
+
+def test_maskrcnn_hybrid_on_onnx_runtime_matches_torch(engines: Callable[..., TorchEngine],
+                                                       frames: list[Frame]) -> None:
+    assert_maskrcnn_matches_torch(engines, frames, "onnx", atol=1e-3)
 
 
 def test_exports_pass_the_tensorrt_operator_check(engines: Callable[..., TorchEngine], cache: Path) -> None:
@@ -282,7 +293,7 @@ def test_profiles_and_buckets() -> None:
 def test_backend_choice(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     cpu = torch.device("cpu")
     assert resolve_backend("auto", cpu) == ("onnx", "backend auto → onnx (fastest present on cpu)")
-    with pytest.raises(EngineError, match=r"backend trt needs a CUDA GPU; .*torch, onnx can run here"):
+    with pytest.raises(EngineError, match=r"backend trt needs a CUDA GPU; .*torch, onnx, opencv can run here"):
         create_engine("fcn", {"device": "cpu", "backend": "trt"})
     with pytest.raises(EngineError, match="backend torch-compiled needs a CUDA GPU"):
         create_engine("maskrcnn", {"device": "cpu", "backend": "torch-compiled"})

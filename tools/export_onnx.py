@@ -21,13 +21,13 @@ from typing import cast
 
 import onnx
 
-from engines.base import ENGINES, EngineError, create_engine
+from engines.base import ENGINES, TORCHVISION_NEEDS, EngineError, create_engine
 from engines.cache import weights_sha256
 from engines.graphs import Precision, Sidecar
 from engines.onnx_ops import trt_operator_table, trt_problems
 from engines.torch_common import TorchEngine
 
-NEURAL = [name for name, info in ENGINES.items() if "weights" in info.needs]
+NEURAL = [name for name, info in ENGINES.items() if info.needs == TORCHVISION_NEEDS]
 
 
 def export(name: str, out: Path, *, weights: str, precision: Precision, device: str) -> Sidecar:
