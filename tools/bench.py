@@ -4,7 +4,9 @@
     python tools/bench.py --engine kmeans --input my.mp4 --json result.json
 
 Both runs decode → segment → render → encode the same frames with the same stage code; only the threading
-differs. Prints end-to-end fps of each, their ratio, and the threaded run's per-stage milliseconds per frame.
+differs. Prints end-to-end fps of each, their ratio, the cores each kept busy (process CPU time / wall time: the
+sequential loop is one Python thread, but decoder, encoder and OpenCV use their own thread pools) and the threaded
+run's per-stage milliseconds per frame.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from pipeline.video_io import VideoSource
 
 
 def sequential_run(config: RunConfig, source: VideoSource, output: Path) -> tuple[int, float]:
-    """Every frame through every stage function in one thread; returns (frames, seconds)."""
+    """Every frame through every stage function in one thread (the codecs and OpenCV still use their own thread
+    pools); returns (frames, seconds)."""
     started = time.perf_counter()
     engine = create_engine(config.engine, config.engine_params)
     engine.load()
@@ -75,8 +78,12 @@ def main(argv: list[str] | None = None) -> int:
         folder = Path(tmp)
         clip = args.input or write_sample_clip(folder / "bench.mp4", seconds=args.frames / 30.0,
                                                width=args.width, height=args.height, fps=30.0)
+        cpu = time.process_time()
         threaded = threaded_run(config, VideoSource(clip), folder / "threaded.mp4")
+        threaded_cores = (time.process_time() - cpu) / threaded[1]
+        cpu = time.process_time()
         sequential = sequential_run(config, VideoSource(clip), folder / "sequential.mp4")
+        sequential_cores = (time.process_time() - cpu) / sequential[1]
         info = VideoSource(clip).info
 
     threaded_fps = threaded[0] / threaded[1]
@@ -85,14 +92,16 @@ def main(argv: list[str] | None = None) -> int:
         "engine": args.engine, "params": params, "input": f"{info.width}x{info.height} {info.codec}",
         "frames": threaded[0], "threaded_fps": round(threaded_fps, 1), "sequential_fps": round(sequential_fps, 1),
         "ratio": round(threaded_fps / sequential_fps, 2),
+        "cores_busy": {"threaded": round(threaded_cores, 2), "sequential": round(sequential_cores, 2)},
         "stage_ms_per_frame": {k: round(v, 2) for k, v in threaded[2].items()},
         "machine": f"{platform.processor() or platform.machine()}, {_cpu_count()} cores, Python "
                    f"{platform.python_version()}, OpenCV {cv2.__version__}",
     }
     print(f"engine {args.engine} on {result['input']}, {threaded[0]} frames ({result['machine']})")
-    print(f"{'variant':<12} {'frames':>6} {'seconds':>8} {'fps':>7}")
-    print(f"{'threaded':<12} {threaded[0]:>6} {threaded[1]:>8.2f} {threaded_fps:>7.1f}")
-    print(f"{'sequential':<12} {sequential[0]:>6} {sequential[1]:>8.2f} {sequential_fps:>7.1f}")
+    print(f"{'variant':<12} {'frames':>6} {'seconds':>8} {'fps':>7} {'cores busy':>11}")
+    print(f"{'threaded':<12} {threaded[0]:>6} {threaded[1]:>8.2f} {threaded_fps:>7.1f} {threaded_cores:>11.2f}")
+    print(f"{'sequential':<12} {sequential[0]:>6} {sequential[1]:>8.2f} {sequential_fps:>7.1f} "
+          f"{sequential_cores:>11.2f}")
     print(f"ratio threaded/sequential: {result['ratio']:.2f}x")
     print("threaded per-stage busy ms/frame: "
           + ", ".join(f"{k} {v:.1f}" for k, v in result["stage_ms_per_frame"].items()))
