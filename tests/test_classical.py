@@ -326,6 +326,9 @@ def test_upscale_is_nearest_neighbour_with_tight_boxes() -> None:
     ("motion", {"learning_rate": 2.0}, "learning_rate"),
     ("motion", {"history": "long"}, "engine.motion.history"),
     ("motion", {"max_instances": 0}, "max_instances"),
+    ("motion", {"kernel": 100_000}, "kernel must be between 1 and 255"),  # would allocate a 10^10 kernel
+    ("threshold", {"blur": 100_001}, "blur must be 0 .off. or an odd size up to 255"),
+    ("kmeans", {"iterations": 10**9}, "iterations"),
 ])
 def test_bad_params_are_refused_naming_the_key(name: str, params: dict[str, Any], named: str) -> None:
     """Unknown keys, wrong types and out-of-range values raise ConfigError with the key in the message."""

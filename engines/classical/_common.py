@@ -23,10 +23,16 @@ def between(name: str, value: float, low: float, high: float) -> None:
         raise ValueError(f"{name} must be between {low} and {high}; got {value}")
 
 
+MAX_KERNEL = 255
+"""The largest kernel (blur, morphology, block) size a setting takes: far above any useful one, and small enough
+that a typo cannot make OpenCV allocate a giant kernel or run for minutes per frame."""
+
+
 def odd_or_zero(name: str, value: int) -> None:
-    """Raise `ValueError` unless `value` is 0 (off) or an odd kernel size; OpenCV's blurs need odd sizes."""
-    if value != 0 and (value < 1 or value % 2 == 0):
-        raise ValueError(f"{name} must be 0 (off) or an odd size; got {value}")
+    """Raise `ValueError` unless `value` is 0 (off) or an odd kernel size up to MAX_KERNEL; OpenCV's blurs need odd
+    sizes."""
+    if value != 0 and (value < 1 or value % 2 == 0 or value > MAX_KERNEL):
+        raise ValueError(f"{name} must be 0 (off) or an odd size up to {MAX_KERNEL}; got {value}")
 
 
 @dataclass

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from engines.classical._common import FrameEngine, InstanceParams, at_least, odd_or_zero
+from engines.classical._common import MAX_KERNEL, FrameEngine, InstanceParams, at_least, between, odd_or_zero
 from engines.classical._regions import components, ellipse, segmentation, smooth
 from pipeline.types import ClassTable, Frame, Segmentation
 
@@ -43,7 +43,7 @@ class EdgesParams(InstanceParams):
         at_least("low", self.low, 0)
         at_least("high", self.high, self.low)
         at_least("magnitude", self.magnitude, 0)
-        at_least("close_kernel", self.close_kernel, 1)
+        between("close_kernel", self.close_kernel, 1, MAX_KERNEL)
 
 
 class EdgesEngine(FrameEngine):

@@ -37,8 +37,8 @@ class KMeansParams(InstanceParams):
         super().validate()
         between("k", self.k, 2, 32)
         between("scale", self.scale, 0.01, 1.0)
-        at_least("attempts", self.attempts, 1)
-        at_least("iterations", self.iterations, 1)
+        between("attempts", self.attempts, 1, 100)
+        between("iterations", self.iterations, 1, 1000)
         at_least("epsilon", self.epsilon, 0)
 
 

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from engines.classical._common import FrameEngine, InstanceParams, at_least, between
+from engines.classical._common import MAX_KERNEL, FrameEngine, InstanceParams, at_least, between
 from engines.classical._regions import components, ellipse, segmentation, shrink
 from pipeline.types import ClassTable, Frame, Segmentation
 
@@ -53,7 +53,7 @@ class MotionParams(InstanceParams):
         if self.learning_rate != -1 and not 0 <= self.learning_rate <= 1:
             raise ValueError(f"learning_rate must be -1 (automatic) or between 0 and 1; got {self.learning_rate}")
         between("scale", self.scale, 0.01, 1.0)
-        at_least("kernel", self.kernel, 1)
+        between("kernel", self.kernel, 1, MAX_KERNEL)
         at_least("warmup", self.warmup, 0)
 
 

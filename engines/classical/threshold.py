@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from engines.classical._common import FrameEngine, InstanceParams, at_least, between, odd_or_zero
+from engines.classical._common import MAX_KERNEL, FrameEngine, InstanceParams, at_least, between, odd_or_zero
 from engines.classical._regions import Grey, Labels, Polarity, components, ellipse, grey, grey_classes, segmentation
 from pipeline.types import ClassTable, Frame, Segmentation
 
@@ -42,7 +42,7 @@ class ThresholdParams(InstanceParams):
         odd_or_zero("block_size", self.block_size)
         at_least("offset", self.offset, 0)
         between("levels", self.levels, 2, 8)
-        at_least("open_kernel", self.open_kernel, 0)
+        between("open_kernel", self.open_kernel, 0, MAX_KERNEL)
 
 
 class ThresholdEngine(FrameEngine):
