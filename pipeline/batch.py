@@ -32,6 +32,9 @@ from pipeline.batch_pool import POLL_SECONDS, Pool, Result, uses_gpu
 from pipeline.batch_progress import BatchProgress
 from pipeline.config import RunConfig
 
+MAX_WORKERS = 1024
+"""The most workers one batch starts (a typo such as --workers 10000000 must not fork that many processes)."""
+
 # -- running the batch ---------------------------------------------------------------------------------------------
 
 
@@ -171,8 +174,8 @@ def main(argv: Sequence[str]) -> int:
     kinds = [kind for kind, on in wanted.items() if on]
     if not kinds:
         raise cli.UsageError("--no-video needs --coco and/or --masks (else nothing is written)")
-    if args.workers is not None and args.workers < 1:
-        raise cli.UsageError(f"--workers must be at least 1; got {args.workers}")
+    if args.workers is not None and not 1 <= args.workers <= MAX_WORKERS:
+        raise cli.UsageError(f"--workers must be between 1 and {MAX_WORKERS}; got {args.workers}")
     if args.max_attempts < 1:
         raise cli.UsageError(f"--max-attempts must be at least 1; got {args.max_attempts}")
     out = Path(args.out)

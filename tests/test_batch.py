@@ -187,6 +187,10 @@ def test_usage_errors_and_input_collection(footage: Path, tmp_path: Path,
         ([str(footage / "a.mp4"), "--out", str(footage)], "would replace an input"),
         ([str(footage), "--out", str(footage)], "no videos found"),  # a folder search leaves --out out
         ([str(footage / "a.mp4"), str(other), "--out", str(out)], "would both write"),
+        ([str(footage), "--out", str(out), "--workers", "0"], "--workers must be between 1 and 1024"),
+        ([str(footage), "--out", str(out), "--workers", str(10**20)], "--workers must be between 1 and 1024"),
+        ([str(footage), "--out", str(out), "--max-attempts", "0"], "--max-attempts must be at least 1"),
+        ([str(footage), "--out", str(out), "--set", "output.crf=nan"], "output.crf must be an integer"),
     ]:
         assert main(["batch", *args]) == 2
         assert message in capsys.readouterr().err
