@@ -13,10 +13,10 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
+if TYPE_CHECKING:
+    from torch import nn
 
 
 def cache_dir() -> Path:
@@ -46,6 +46,8 @@ def cache_key(fields: Mapping[str, Any]) -> str:
 
 def weights_sha256(model: nn.Module) -> str:
     """SHA-256 of the model's state (names, dtypes, shapes and bytes of every tensor, in name order)."""
+    import torch  # here, not at the top: the batch command hashes its inputs with this module and needs no torch
+
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         data = tensor.detach().to("cpu").contiguous()
@@ -61,9 +63,6 @@ def model_sha256(modules: Sequence[nn.Module], weights: str) -> str:
 
 
 def file_sha256(path: Path) -> str:
-    """SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
+    """SHA-256 of a file's bytes, hex."""
     with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(stream, "sha256").hexdigest()

@@ -7,7 +7,6 @@ writes the manifest and renames outputs into place, whichever pool runs the vide
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -17,8 +16,9 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, Literal
 
+from engines.cache import cache_key, file_sha256
 from pipeline import cli
-from pipeline.batch_pool import Result, Task, checksum
+from pipeline.batch_pool import Result, Task
 from pipeline.config import RunConfig
 
 MANIFEST = "manifest.jsonl"
@@ -129,8 +129,7 @@ def _line(record: Mapping[str, Any]) -> str:
 
 def fingerprint(config: RunConfig, kinds: Sequence[Kind]) -> str:
     """A short hash of every setting of the run and the outputs it writes: a change means done videos are redone."""
-    text = json.dumps({"config": dataclasses.asdict(config), "outputs": list(kinds)}, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return cache_key({"config": dataclasses.asdict(config), "outputs": list(kinds)})
 
 
 def plan(items: Sequence[tuple[Path, PurePosixPath]], out: Path, kinds: Sequence[Kind], manifest: Manifest,
@@ -186,7 +185,7 @@ def _unchanged(entry: Entry, record: Mapping[str, Any]) -> bool:
     if record.get("mtime_ns") == entry.mtime_ns:
         return True
     try:
-        return record.get("sha256") == checksum(entry.path)
+        return record.get("sha256") == file_sha256(entry.path)
     except OSError:  # unreadable now: the worker will say why
         return False
 

@@ -7,7 +7,6 @@ the manifest, the progress display and the command line, so that a pool needs no
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 from engines.base import ENGINES, create_engine
+from engines.cache import file_sha256
 from pipeline.app import AnnotateJob, annotation_exports
 from pipeline.config import RunConfig
 from pipeline.runner import StageFailed
@@ -94,7 +94,7 @@ class BatchWorker:
         digest: str | None = None
         job: AnnotateJob | None = None
         try:
-            digest = checksum(Path(task.input))
+            digest = file_sha256(Path(task.input))
             source = VideoSource(task.input)
             exports = annotation_exports(self.config, source, coco=_path(task.coco), masks_dir=_path(task.masks))
             job = AnnotateJob(self.config, source, _path(task.video), on_frame=on_frame, exports=exports,
@@ -116,12 +116,6 @@ class BatchWorker:
 
 def _path(text: str | None) -> Path | None:
     return None if text is None else Path(text)
-
-
-def checksum(path: Path) -> str:
-    """The file's sha256, hex."""
-    with open(path, "rb") as file:
-        return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 def uses_gpu(config: RunConfig) -> bool:
