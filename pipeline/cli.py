@@ -221,7 +221,7 @@ def _annotate(args: argparse.Namespace) -> int:
     job = AnnotateJob(config, source, output_path, on_frame=progress.update, exports=exports)
     written_to = output_path or Path(args.coco or args.masks_dir)
     try:
-        with _engine_messages(args.quiet, "pipeline"):
+        with _messages_to_stderr("engines", "pipeline", quiet=args.quiet):
             summary = job.run()
     except StageFailed as failure:
         progress.close()
@@ -287,19 +287,16 @@ def _live(args: argparse.Namespace, sources: list[str], output: str | None) -> i
         raise UsageError(str(error)) from None
     stop = threading.Event()
     inputs = open_inputs(sources, config.live, policy=config.pipeline.policy, stop=stop, max_frames=args.max_frames)
-    logger, report = logging.getLogger("pipeline"), logging.StreamHandler(sys.stderr)
-    report.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
-    logger.addHandler(report)
-    logger.setLevel(logging.INFO)
     job: LiveJob | None = None
     try:
-        try:
-            job = LiveJob(config, inputs, LiveOptions(display=args.display, serve=serve, token=args.token,
-                                                      outputs=outputs), stop=stop)
-        except OSError as error:
-            raise UsageError(f"cannot serve on {args.serve}: {one_line(error)}") from None
-        with _engine_messages(args.quiet):
-            summary = job.run()
+        with _messages_to_stderr("pipeline", quiet=False):  # a live source's outages and reconnects, always
+            try:
+                job = LiveJob(config, inputs, LiveOptions(display=args.display, serve=serve, token=args.token,
+                                                          outputs=outputs), stop=stop)
+            except OSError as error:
+                raise UsageError(f"cannot serve on {args.serve}: {one_line(error)}") from None
+            with _messages_to_stderr("engines", quiet=args.quiet):
+                summary = job.run()
     except StageFailed as failure:
         if isinstance(failure.error, EngineError) and (job is None or job.frames_recorded == 0):
             raise UsageError(str(failure.error)) from None
@@ -309,7 +306,6 @@ def _live(args: argparse.Namespace, sources: list[str], output: str | None) -> i
     except Terminated:
         return _fail(f"terminated{_recorded(job, output)}", EXIT_SIGTERM)
     finally:
-        logger.removeHandler(report)
         for opened in inputs:
             opened.close()
     if not args.quiet:
@@ -462,12 +458,13 @@ def _written(frames: int, output: Path) -> str:
 
 
 @contextmanager
-def _engine_messages(quiet: bool, *more: str) -> Iterator[None]:
-    """While a run lasts, the engines' messages (backend chosen, exports, engine builds), and those of the loggers
-    `more` names, go to stderr as one `seg-video: …` line each; with --quiet only their warnings."""
+def _messages_to_stderr(*names: str, quiet: bool) -> Iterator[None]:
+    """While a run lasts, the messages of the loggers `names` names (engines: backend chosen, exports, engine
+    builds; pipeline: picture-size changes, a live source's reconnects) go to stderr as one `seg-video: …` line
+    each; with `quiet` only their warnings."""
     report = logging.StreamHandler(sys.stderr)
     report.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
-    loggers = [logging.getLogger(name) for name in ("engines", *more)]
+    loggers = [logging.getLogger(name) for name in names]
     previous = [logger.level for logger in loggers]
     for logger in loggers:
         logger.addHandler(report)
