@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
@@ -12,23 +11,19 @@ import numpy as np
 import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
+from tool_modules import load_tool
 
 from pipeline.cli import main as seg_video
 from pipeline.render import voc_palette
 from pipeline.sample import SampleScene
 
-ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools decode
 
 
 @pytest.fixture(scope="module")
 def tool() -> ModuleType:
-    """tools/eval.py as a module (tools/ is scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location("seg_eval", ROOT / "tools" / "eval.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """tools/eval.py as a module."""
+    return load_tool("eval")
 
 
 def save_maps(folder: Path, maps: dict[str, np.ndarray]) -> Path:

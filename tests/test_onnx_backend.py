@@ -8,18 +8,17 @@ of the module's own (SEG_VIDEO_CACHE), so nothing outside tmp_path is touched.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from test_torch_engines import KEPT_DETECTIONS, MAX_SIZE, MIN_SIZE, assert_same_instances, build_reference, make_frame
+from tool_modules import load_tool
 
 from engines.backends import (
     bucket,
@@ -43,16 +42,6 @@ from pipeline.types import Frame, Segmentation
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def tool(name: str) -> ModuleType:
-    """tools/<name>.py as a module (tools/ is scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(f"seg_{name}", ROOT / "tools" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def run(engine: TorchEngine, frames: list[Frame]) -> list[Segmentation]:
@@ -327,12 +316,12 @@ def test_cli_backend_flag_reaches_the_engine() -> None:
 def test_export_tool_writes_graphs_sidecar_and_verdict(engines: Callable[..., TorchEngine], cache: Path,
                                                        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     weights = engines("fcn", "onnx").params.weights
-    assert tool("export_onnx").main(["fcn", "--weights", weights, "--out", str(tmp_path / "fcn")]) == 0
+    assert load_tool("export_onnx").main(["fcn", "--weights", weights, "--out", str(tmp_path / "fcn")]) == 0
     out = capsys.readouterr().out
     assert "fcn.onnx: Add, Cast, Concat" in out and "TensorRT 10.15 ONNX parser: all supported" in out
     sidecar = Sidecar.read(tmp_path / "fcn")
     assert sidecar.weights_sha256 == Sidecar.read(export_folder(cache, "fcn")).weights_sha256
-    assert tool("build_engine").main(["--onnx", str(tmp_path / "fcn" / "fcn.onnx"), "--precision", "fp32",
+    assert load_tool("build_engine").main(["--onnx", str(tmp_path / "fcn" / "fcn.onnx"), "--precision", "fp32",
                                       "--out", str(tmp_path / "fcn.plan"),
                                       "--shape", "images:1x3x128x170:1x3x128x170:2x3x128x170"]) == 2
     assert "needs a CUDA GPU" in capsys.readouterr().err

@@ -22,6 +22,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_torch_engines import MAX_SIZE
+from tool_modules import load_tool
 
 from engines import opencv_tf
 from engines.backends import resolve_backend
@@ -35,7 +36,6 @@ from pipeline.settings import ConfigError
 from pipeline.types import Frame
 
 cache, engines, frames = onnx_tests.cache, onnx_tests.engines, onnx_tests.frames  # its fixtures, used here by name
-tool = onnx_tests.tool
 TF_IMPORTER = hasattr(cv2.dnn, "readNetFromTensorflow")
 needs_opencv_5 = pytest.mark.skipif(OPENCV_MAJOR < 5, reason="OpenCV 4.x refuses our FCN and Mask R-CNN exports "
                                                              "(test_opencv_4_refuses_our_exports_in_one_line)")
@@ -159,7 +159,7 @@ def test_bench_dnn_tool_measures_all_three(tmp_path: Path, monkeypatch: pytest.M
                                            capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("SEG_VIDEO_CACHE", str(tmp_path / "cache"))
     report = tmp_path / "bench.json"
-    assert tool("bench_dnn").main(["--width", "96", "--height", "64", "--frames", "2", "--warmup", "1",
+    assert load_tool("bench_dnn").main(["--width", "96", "--height", "64", "--frames", "2", "--warmup", "1",
                                    "--json", str(report)]) == 0
     rows = json.loads(report.read_text())["rows"]
     assert [row["backend"] for row in rows] == ["opencv", "onnx", "torch"]

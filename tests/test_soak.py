@@ -3,30 +3,19 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import av
 import pytest
+from tool_modules import load_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def load_soak() -> ModuleType:
-    """tools/soak.py as a module (tools/ is scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location("seg_soak", ROOT / "tools" / "soak.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-soak = load_soak()
+soak = load_tool("soak")
 
 
 CAPACITY, PEAKS = {"0:infer": 1}, {"0:infer": 1}

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -22,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+from _machine import machine_line
 
 from engines.base import create_engine
 from pipeline.app import AnnotateJob, LazySink, build_stages
@@ -94,8 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         "ratio": round(threaded_fps / sequential_fps, 2),
         "cores_busy": {"threaded": round(threaded_cores, 2), "sequential": round(sequential_cores, 2)},
         "stage_ms_per_frame": {k: round(v, 2) for k, v in threaded[2].items()},
-        "machine": f"{platform.processor() or platform.machine()}, {_cpu_count()} cores, Python "
-                   f"{platform.python_version()}, OpenCV {cv2.__version__}",
+        "machine": machine_line(f"OpenCV {cv2.__version__}"),
     }
     print(f"engine {args.engine} on {result['input']}, {threaded[0]} frames ({result['machine']})")
     print(f"{'variant':<12} {'frames':>6} {'seconds':>8} {'fps':>7} {'cores busy':>11}")
@@ -108,10 +106,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0
-
-
-def _cpu_count() -> int:
-    return len(os.sched_getaffinity(0))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ import argparse
 import importlib
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -25,8 +24,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from _machine import machine_line
+
 from pipeline import batch
-from pipeline.batch_local import available_cpus
 from pipeline.sample import write_sample_clip
 
 
@@ -98,8 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"engine": args.engine, "clips": args.clips, "frames": frames,
               "clip": f"{args.width}x{args.height}, {args.seconds} s at 30 fps", "variants": rows,
               "ratio_many_to_one": round(one / many, 2),
-              "machine": f"{platform.processor() or platform.machine()}, {available_cpus()} cores, "
-                         f"Python {platform.python_version()}"}
+              "machine": machine_line()}
     print(f"engine {args.engine}: {args.clips} clips ({result['clip']}), {frames} frames; {result['machine']}")
     print(f"{'variant':<26}{'median s':>9}{'videos/s':>10}{'frames/s':>10}{'cores busy':>11}   runs (s)")
     for row in rows:

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import tempfile
 import threading
@@ -25,6 +23,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
+from _machine import machine_line
 
 from engines.base import Engine, create_engine
 from pipeline.config import build_config
@@ -120,8 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         "source": f"{args.width}x{args.height} at {fps:.0f} fps, live for {args.seconds:.0f} s per policy",
         "engine": f"{args.engine} padded to {1000 * args.cost:.0f} ms per call", "runs": runs,
         "target_p95_ms": round(target, 1), "target_met": met,
-        "machine": f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores, "
-                   f"Python {platform.python_version()}",
+        "machine": machine_line(),
     }
     print(f"{result['source']}; {result['engine']} ({result['machine']})")
     print(f"{'policy':<9} {'frames':>6} {'dropped':>7} {'drop%':>6} {'p50 ms':>8} {'p95 ms':>8} "

@@ -24,7 +24,6 @@ import gc
 import http.client
 import json
 import os
-import platform
 import socket
 import statistics
 import sys
@@ -35,6 +34,8 @@ from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, TextIO
+
+from _machine import machine_line
 
 from pipeline.config import build_config
 from pipeline.live import LiveInput, LiveSettings, open_input, paced
@@ -257,8 +258,7 @@ def soak(inputs: list[LiveInput], engine: str, seconds: float, interval: float, 
     return {
         "seconds": round(seconds, 1), "interval": interval, "engine": engine,
         "sources": [source.name for source in inputs],
-        "machine": f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores, "
-                   f"Python {platform.python_version()}",
+        "machine": machine_line(),
         "before": dict(zip(("rss_mb", "threads", "fds"), before, strict=True)),
         "after_stop": dict(zip(("rss_mb", "threads", "fds"), after, strict=True)),
         "threads_left": sorted(t.name for t in set(threading.enumerate()) - threads_before),
