@@ -13,7 +13,7 @@ from typing import TextIO
 from pipeline import cli
 from pipeline.batch_manifest import Entry
 from pipeline.batch_pool import POLL_SECONDS
-from pipeline.progress import format_duration
+from pipeline.progress import bar, format_duration
 
 
 class BatchProgress:
@@ -87,6 +87,5 @@ class BatchProgress:
         worked = counts["done"] + counts["failed"]
         remaining = total - finished
         eta = f" ETA {format_duration(elapsed / worked * remaining)}" if worked and remaining else ""
-        filled = int(24 * finished / total) if total else 24
-        return (f"[{'#' * filled}{'.' * (24 - filled)}] {finished}/{total} videos ({counts['failed']} failed, "
+        return (f"{bar(finished / total if total else 1.0)} {finished}/{total} videos ({counts['failed']} failed, "
                 f"{counts['skipped']} skipped) {self.frames} frames {fps:5.1f} fps {format_duration(elapsed)}{eta}")

@@ -15,6 +15,12 @@ def format_duration(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
+def bar(fraction: float, width: int = 24) -> str:
+    """`[#####.....]`: `fraction` (0..1) of `width` cells filled."""
+    filled = int(min(1.0, fraction) * width)
+    return f"[{'#' * filled}{'.' * (width - filled)}]"
+
+
 class Progress:
     """Redraws at most `rate_hz` times a second; `total` may be unknown (None)."""
 
@@ -42,10 +48,8 @@ class Progress:
         """The text of the bar for `done` frames after `elapsed` seconds."""
         fps = done / elapsed if elapsed > 0 else 0.0
         if self.total:
-            fraction = min(1.0, done / self.total)
-            filled = int(fraction * 24)
             eta = (self.total - done) / fps if fps > 0 else 0.0
-            return (f"[{'#' * filled}{'.' * (24 - filled)}] {done}/{self.total} frames "
+            return (f"{bar(done / self.total)} {done}/{self.total} frames "
                     f"{fps:5.1f} fps  ETA {format_duration(eta)}")
         return f"{done} frames {fps:5.1f} fps  {format_duration(elapsed)}"
 
