@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import torch
-from test_torch_engines import build_reference, make_frame, mask_iou, match
+from test_torch_engines import assert_fp16_agrees, build_reference, make_frame
 
 from engines.base import create_engine
 from engines.torch_common import TorchEngine
@@ -44,18 +44,6 @@ def settings(name: str, tmp_path: Path) -> dict[str, Any]:
     return params
 
 
-def assert_agree(name: str, full: Segmentation, half: Segmentation) -> None:
-    """FCN: ≥ 99 % of labels equal; Mask R-CNN: ≥ 90 % of instances matched, matched-mask IoU ≥ 0.95."""
-    if name == "fcn":
-        assert full.label_map is not None and half.label_map is not None
-        assert (full.label_map == half.label_map).mean() >= 0.99
-        return
-    pairs = match(half, full, min_iou=0.8)
-    assert len(full) > 0 and len(pairs) >= 0.9 * len(full)
-    assert full.masks is not None and half.masks is not None
-    assert mask_iou(half.masks[[i for i, _ in pairs]], full.masks[[j for _, j in pairs]]) >= 0.95
-
-
 @pytest.mark.parametrize("backend", ["torch-compiled", "trt"])
 @pytest.mark.parametrize("name", ["fcn", "maskrcnn"])
 def test_fp16_backend_agrees_with_torch_fp32(name: str, backend: str, tmp_path: Path,
@@ -70,7 +58,7 @@ def test_fp16_backend_agrees_with_torch_fp32(name: str, backend: str, tmp_path: 
     ours = loaded(name, {**params, "backend": backend, "precision": "fp16"})
     ours.warm_up(240, 320, batch=len(frames))
     for full, half in zip(run(reference, frames), run(ours, frames), strict=True):
-        assert_agree(name, full, half)
+        assert_fp16_agrees(name, full, half, min_mask_iou=0.95)
 
 
 def test_compiled_fcn_does_not_recompile_per_frame(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
