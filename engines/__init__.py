@@ -1,1 +1,2 @@
-"""Segmentation backends behind one interface (`engines.base.Engine`), found by name in `engines.base.ENGINES`."""
+"""Segmentation engines behind one interface (`seg_video.engines.base.Engine`), found by name through the
+entry-point group `seg_video.engines` (`seg_video.engines.base`)."""

@@ -1,38 +1,80 @@
-"""The one interface every segmentation backend implements, and the registry that finds them by name.
+"""The one interface every segmentation engine implements, built in or a plugin's.
 
 Lifecycle: the engine object is created (cheap: parameters checked, nothing loaded) where the run is set up;
 `load()` runs in the infer thread, which owns any GPU context; `prepare()` runs in the preprocess thread and must
-not touch state that `infer()` changes; `infer()` sees frames in order, one batch at a time.
+not touch state that `infer()` changes; `infer()` sees frames in order, one batch at a time; `reset()` forgets what
+earlier frames taught it (a new video); `close()` releases what `load()` acquired. An engine is also a context
+manager that closes it.
+
+The registry finds engines by name: every entry point in the group `seg_video.engines`, the built-in engines
+included (registered in seg-video's own pyproject.toml exactly as a plugin registers its own), plus engines a
+program registers in-process with `register`. A third-party engine subclasses `Engine` (setting `kind`, `classes`
+and `infer`; `Params`, a dataclass of its settings, when it has any), and its package declares, in its
+pyproject.toml:
+
+    [project.entry-points."seg_video.engines"]
+    blur = "seg_video_blur:BlurEngine"
+
+Nothing is imported until an engine is asked for by name, so a plugin that fails to import breaks only itself:
+`engines()` lists it with where it came from, and building it raises an `EngineError` saying why.
 """
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
+from types import TracebackType
 from typing import Any, ClassVar, Literal
 
-from pipeline.settings import from_mapping
-from pipeline.types import ClassTable, Frame, Segmentation
+from seg_video.core.errors import ConfigError, EngineError
+from seg_video.core.settings import from_mapping
+from seg_video.core.types import ClassTable, Frame, Segmentation
+
+NO_NEEDS = "nothing (CPU, always available)"
+"""What an engine that runs anywhere, with no model files, needs."""
+TORCHVISION_NEEDS = "torchvision weights (download once, or --weights PATH/none); CUDA optional"
+"""What the torchvision engines need."""
 
 
-class EngineError(RuntimeError):
-    """An engine cannot be built or run as asked (missing weights, bad parameter, unavailable device)."""
+@dataclass
+class NoParams:
+    """The settings of an engine that has none."""
 
 
 class Engine(ABC):
     """A segmentation backend: frames in, one `Segmentation` per frame out."""
 
-    name: ClassVar[str]
+    name: str = ""
+    """The name it is registered under (set by the registry when it builds the engine)."""
     kind: ClassVar[Literal["instance", "semantic"]]
-    Params: ClassVar[type]
+    Params: ClassVar[type] = NoParams
     """A dataclass of the engine's settings; `[engine.<name>]` in a config and `--param` fill it."""
+    summary: ClassVar[str] = ""
+    """One line for `--list-engines` (default: the first line of the class's docstring)."""
+    needs: ClassVar[str] = NO_NEEDS
+    """What it needs to run (weights, files, hardware), for `--list-engines`."""
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> Engine:
-        """Build the engine from a mapping of settings, each checked against `Params`."""
-        return cls(from_mapping(cls.Params, params, where=f"engine.{cls.name}"))  # type: ignore[call-arg]
+    def from_params(cls, params: Mapping[str, Any], name: str | None = None) -> Engine:
+        """Build the engine from a mapping of settings, each checked against `Params` (messages name the settings
+        `engine.<name>.<key>`)."""
+        label = name or cls.name or cls.__name__
+        if cls.Params is NoParams:
+            if params:
+                raise ConfigError(f"unknown setting engine.{label}.{next(iter(params))} (known: none)")
+            engine = cls()
+        else:
+            engine = cls(from_mapping(cls.Params, params, where=f"engine.{label}"))  # type: ignore[call-arg]
+        if name is not None:
+            engine.name = name
+        return engine
+
+    @classmethod
+    def description(cls) -> str:
+        """`summary`, or the first line of the class's docstring."""
+        return cls.summary or (cls.__doc__ or "").strip().partition("\n")[0]
 
     @classmethod
     def availability(cls) -> str:
@@ -61,71 +103,86 @@ class Engine(ABC):
     def close(self) -> None:
         """Release what `load` acquired."""
 
+    def __enter__(self) -> Engine:
+        return self
 
-NO_NEEDS = "nothing (CPU, always available)"
-"""What an engine that runs anywhere, with no model files, needs."""
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.close()
+
+
+GROUP = "seg_video.engines"
+OWN_DISTRIBUTION = "seg-video"
+_REGISTERED: dict[str, type[Engine]] = {}
 
 
 @dataclass(frozen=True)
 class EngineInfo:
-    """How to find an engine without importing it, and what to tell a user about it."""
+    """A registered engine: its name, what provides it, and (for entry points) where its class is."""
 
     name: str
-    module: str
-    attribute: str
-    summary: str
-    needs: str = NO_NEEDS
+    origin: str
+    """`built in`, `plugin <distribution> <version>`, or `registered in-process`."""
+    entry_point: EntryPoint | None = None
+    registered: type[Engine] | None = None
 
     def engine_class(self) -> type[Engine]:
-        """Import the engine's module and return its class."""
-        cls = getattr(importlib.import_module(self.module), self.attribute)
-        assert issubclass(cls, Engine)
-        return cls
+        """Import the engine's class; raises `EngineError` if it cannot be imported or is not an `Engine`."""
+        if self.registered is not None:
+            return self.registered
+        assert self.entry_point is not None
+        try:
+            found = self.entry_point.load()
+        except Exception as error:  # noqa: BLE001 - a broken plugin breaks only itself
+            raise EngineError(f"engine {self.name!r} ({self.origin}: {self.entry_point.value}) cannot be imported: "
+                              f"{type(error).__name__}: {' '.join(str(error).split())}") from None
+        if not (isinstance(found, type) and issubclass(found, Engine)):
+            raise EngineError(f"engine {self.name!r} ({self.origin}: {self.entry_point.value}) is not a "
+                              "seg_video Engine subclass")
+        return found
 
 
-TORCHVISION_NEEDS = "torchvision weights (download once, or --weights PATH/none); CUDA optional"
-
-ENGINES: dict[str, EngineInfo] = {
-    info.name: info
-    for info in (
-        EngineInfo("threshold", "engines.classical.threshold", "ThresholdEngine",
-                   "grey-level thresholding (Otsu, mean/adaptive, multi-level) into connected regions"),
-        EngineInfo("edges", "engines.classical.edges", "EdgesEngine",
-                   "Sobel / Laplacian / Canny edges closed into filled regions"),
-        EngineInfo("kmeans", "engines.classical.kmeans", "KMeansEngine",
-                   "colour clustering (k-means in Lab) at reduced resolution, one instance per cluster"),
-        EngineInfo("region", "engines.classical.region", "RegionEngine",
-                   "watershed region growing from distance-transform markers; splits touching objects"),
-        EngineInfo("motion", "engines.classical.motion", "MotionEngine",
-                   "background subtraction (MOG2/KNN), one instance per moving object; real-time surveillance"),
-        EngineInfo("maskrcnn", "engines.torch_instance", "MaskRCNNEngine",
-                   "Mask R-CNN ResNet-50-FPN (torchvision v1): 80 COCO classes, boxes + instance masks",
-                   needs=TORCHVISION_NEEDS),
-        EngineInfo("maskrcnn_v2", "engines.torch_instance", "MaskRCNNV2Engine",
-                   "Mask R-CNN ResNet-50-FPN v2: more accurate than v1 (COCO box AP 47.4 vs 37.9), 2.5x compute",
-                   needs=TORCHVISION_NEEDS),
-        EngineInfo("fcn", "engines.torch_semantic", "FCNEngine",
-                   "FCN ResNet-50 semantic segmentation: a class for every pixel, 20 Pascal VOC classes",
-                   needs=TORCHVISION_NEEDS),
-        EngineInfo("fcn101", "engines.torch_semantic", "FCN101Engine",
-                   "FCN ResNet-101: more accurate than fcn (VOC mIoU 63.7 vs 60.5), 1.5x compute",
-                   needs=TORCHVISION_NEEDS),
-        EngineInfo("maskrcnn_tf", "engines.opencv_tf", "MaskRCNNTFEngine",
-                   "Mask R-CNN Inception v2 (TensorFlow Object Detection API, OpenCV's tutorial graph) on OpenCV "
-                   "DNN: 80 COCO classes",
-                   needs="--model-file frozen_inference_graph.pb --model-config its OpenCV .pbtxt; OpenCV 4.x"),
-    )
-}
+def engines() -> dict[str, EngineInfo]:
+    """Every engine by name: seg-video's own first (in pyproject order), then plugins and in-process registrations.
+    A name claimed twice goes to seg-video's own engine, then to the first plugin found."""
+    own: dict[str, EngineInfo] = {}
+    plugins: dict[str, EngineInfo] = {}
+    for point in entry_points(group=GROUP):
+        distribution = point.dist
+        if distribution is not None and distribution.metadata["Name"] == OWN_DISTRIBUTION:
+            own.setdefault(point.name, EngineInfo(point.name, "built in", point))
+        else:
+            origin = "plugin" if distribution is None else \
+                f"plugin {distribution.metadata['Name']} {distribution.version}"
+            plugins.setdefault(point.name, EngineInfo(point.name, origin, point))
+    found = {**own, **{name: info for name, info in plugins.items() if name not in own}}
+    for name, cls in _REGISTERED.items():
+        found.setdefault(name, EngineInfo(name, "registered in-process", registered=cls))
+    return found
 
 
 def engine_names() -> list[str]:
     """Registered engine names, in display order."""
-    return list(ENGINES)
+    return list(engines())
+
+
+def engine_class(name: str) -> type[Engine]:
+    """The class registered as `name`; raises `EngineError` for an unknown name or a plugin that cannot be imported."""
+    known = engines()
+    info = known.get(name)
+    if info is None:
+        raise EngineError(f"unknown engine {name!r}; choose one of: {', '.join(known)}")
+    return info.engine_class()
 
 
 def create_engine(name: str, params: Mapping[str, Any] | None = None) -> Engine:
-    """Build the named engine with its parameters checked; raises `EngineError` for an unknown name."""
-    info = ENGINES.get(name)
-    if info is None:
-        raise EngineError(f"unknown engine {name!r}; choose one of: {', '.join(ENGINES)}")
-    return info.engine_class().from_params(params or {})
+    """Build the named engine with its settings checked (nothing loaded yet); raises `EngineError` or `ConfigError`."""
+    return engine_class(name).from_params(params or {}, name=name)
+
+
+def register(name: str, cls: type[Engine]) -> None:
+    """Make `cls` available as engine `name` in this process (for programs and tests that define their own engine
+    without packaging it); an installed engine of that name keeps it."""
+    if not (isinstance(cls, type) and issubclass(cls, Engine)):
+        raise TypeError(f"{cls!r} is not a seg_video Engine subclass")
+    _REGISTERED[name] = cls

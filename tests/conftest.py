@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from live_helpers import UdpStream, free_port, need
 
-from pipeline.sample import write_sample_clip
+from seg_video.io.sample import write_sample_clip
 
 CLIP_WIDTH, CLIP_HEIGHT, CLIP_FPS, CLIP_SECONDS = 320, 240, 30.0, 2.0
 """Size and timing of the session clips (60 frames; the VFR clip has 40 over the same span)."""
@@ -60,3 +63,13 @@ def pcm_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def silent_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Like `sample_clip`, without an audio stream."""
     return _clip(tmp_path_factory, "silent.mp4", audio=False)
+
+
+@pytest.fixture
+def udp_stream(sample_clip: Path) -> Iterator[UdpStream]:
+    """The sample clip looped in real time over UDP on loopback (FFmpeg), stopped after the test."""
+    need("ffmpeg", "ffmpeg")
+    stream = UdpStream(sample_clip, free_port(socket.SOCK_DGRAM))
+    stream.start()
+    yield stream
+    stream.stop()

@@ -15,17 +15,17 @@ from typing import Any, ClassVar, Literal
 
 import pytest
 
-from engines.base import Engine
-from pipeline.live import LiveInput, paced
-from pipeline.runner import Policy
-from pipeline.sample import SampleScene
-from pipeline.types import ClassTable, Frame, Segmentation
+from seg_video.core.runner import Policy
+from seg_video.core.types import ClassTable, Frame, Segmentation
+from seg_video.engines.base import Engine
+from seg_video.io.sample import SampleScene
+from seg_video.io.streams import LiveInput, paced
 
 
 class SlowEngine(Engine):
     """Finds nothing, taking `cost` seconds per call (asleep, like a GPU-bound model): the latency tests' load."""
 
-    name: ClassVar[str] = "slow"
+    name = "slow"
     kind: ClassVar[Literal["instance", "semantic"]] = "instance"
 
     def __init__(self, cost: float) -> None:

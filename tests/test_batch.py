@@ -21,12 +21,12 @@ import av
 import numpy as np
 import pytest
 
-from engines.base import Engine, create_engine
-from pipeline.batch_inputs import collect_inputs
-from pipeline.batch_manifest import MANIFEST, PARTIAL
-from pipeline.cli import main
-from pipeline.sample import SampleScene, write_sample_clip
-from pipeline.types import Frame
+from seg_video.batch.inputs import collect_inputs
+from seg_video.batch.manifest import MANIFEST, PARTIAL
+from seg_video.cli.main import main
+from seg_video.core.types import Frame
+from seg_video.engines.base import Engine, create_engine
+from seg_video.io.sample import SampleScene, write_sample_clip
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIPS = {"a.mp4": 1.0, "b.mp4": 1.3, "c.mp4": 0.9, "d.mp4": 1.2, "e.mp4": 1.1, "sub/f.mp4": 1.0}
@@ -240,7 +240,7 @@ def test_a_worker_that_dies_is_replaced_and_its_video_done_again(footage: Path, 
 
 def start_batch(footage: Path, out: Path, *more: str) -> subprocess.Popen[str]:
     """A batch in a subprocess (its own process group, as a terminal's job), once it has finished a video."""
-    command = [sys.executable, "-m", "pipeline.cli", "batch", str(footage), "--out", str(out), *EXPORTS, "-q", *more]
+    command = [sys.executable, "-m", "seg_video", "batch", str(footage), "--out", str(out), *EXPORTS, "-q", *more]
     process = subprocess.Popen(command, cwd=ROOT, start_new_session=True, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while not (out / MANIFEST).exists() or '"done"' not in (out / MANIFEST).read_text():

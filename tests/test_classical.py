@@ -10,10 +10,10 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from engines.base import ENGINES, create_engine
-from engines.classical._regions import multi_otsu, upscale
-from pipeline.settings import ConfigError
-from pipeline.types import Frame, Segmentation, boxes_from_masks
+from seg_video.core.errors import ConfigError
+from seg_video.core.types import Frame, Segmentation, boxes_from_masks
+from seg_video.engines.base import create_engine, engine_class
+from seg_video.engines.classical._regions import multi_otsu, upscale
 
 NAMES = ("threshold", "edges", "kmeans", "region", "motion")
 STATIC = ("threshold", "edges", "kmeans", "region")
@@ -339,6 +339,6 @@ def test_bad_params_are_refused_naming_the_key(name: str, params: dict[str, Any]
 @pytest.mark.parametrize("name", NAMES)
 def test_registry_finds_each_engine(name: str) -> None:
     """The registry's module path leads to an instance engine of that name with defaults that validate."""
-    cls = ENGINES[name].engine_class()
+    cls = engine_class(name)
     assert cls.name == name and cls.kind == "instance"
     assert create_engine(name).classes.names

@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.cli import main
-from pipeline.sample import SampleScene, write_sample_clip
+from seg_video.cli.main import main
+from seg_video.io.sample import SampleScene, write_sample_clip
 
 WIDTH, HEIGHT, FPS, SECONDS = 320, 240, 30.0, 2.0
 
@@ -199,7 +199,7 @@ def test_refuses_unknown_engines_and_bad_settings(clip: Path, tmp_path: Path,
 def test_presets_load_and_run(clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import torch
 
-    from pipeline.config import preset_names
+    from seg_video.core.config import preset_names
 
     for preset in preset_names():
         out = tmp_path / f"{preset}.mp4"
@@ -239,7 +239,7 @@ def test_a_decode_error_mid_file_finalizes_what_was_written(tmp_path: Path,
 def test_ctrl_c_finalizes_a_playable_output(tmp_path: Path) -> None:
     long_clip = write_sample_clip(tmp_path / "long.mp4", seconds=20.0, width=WIDTH, height=HEIGHT, fps=FPS)
     out = tmp_path / "out.mp4"
-    process = subprocess.Popen([sys.executable, "-m", "pipeline.cli", str(long_clip), str(out), "--quiet",
+    process = subprocess.Popen([sys.executable, "-m", "seg_video", str(long_clip), str(out), "--quiet",
                                 "--preset", "medium"], stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while not (out.exists() and out.stat().st_size > 0) and time.monotonic() < deadline:

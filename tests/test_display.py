@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 from live_helpers import need, wait_until
 
-from pipeline.cli import main
-from pipeline.display import DisplayError, Window, check_display, compose, grid_shape
-from pipeline.feed import Feed, FeedStats
-from pipeline.live import SourceState
-from pipeline.runner import RunStats
-from pipeline.sample import write_sample_clip
+from seg_video.cli.main import main
+from seg_video.core.runner import RunStats
+from seg_video.io.sample import write_sample_clip
+from seg_video.io.streams import SourceState
+from seg_video.live.feed import Feed, FeedStats
+from seg_video.live.window import DisplayError, Window, check_display, compose, grid_shape
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -87,7 +87,7 @@ def test_window_under_xvfb_snapshots_and_quits_with_keys(xvfb: str, tmp_path: Pa
     xdotool = need("xdotool", "xdotool")
     clip = write_sample_clip(tmp_path / "clip.mp4", seconds=10, width=160, height=120, audio=False)
     env = {**os.environ, "DISPLAY": xvfb, "PYTHONPATH": str(ROOT)}
-    run = subprocess.Popen([sys.executable, "-m", "pipeline.cli", str(clip), "--display", "--output", "rec.mp4",
+    run = subprocess.Popen([sys.executable, "-m", "seg_video", str(clip), "--display", "--output", "rec.mp4",
                             "--engine", "threshold"],
                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

@@ -13,9 +13,9 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from tool_modules import load_tool
 
-from pipeline.cli import main as seg_video
-from pipeline.render import voc_palette
-from pipeline.sample import SampleScene
+from seg_video.cli.main import main as seg_video
+from seg_video.core.colors import voc_palette
+from seg_video.io.sample import SampleScene
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools decode
 

@@ -19,12 +19,13 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from pipeline import exports
-from pipeline.cli import main
-from pipeline.exports import CocoWriter, LabelMapWriter
-from pipeline.render import Renderer, instance_color, voc_palette
-from pipeline.sample import write_sample_clip
-from pipeline.types import ClassTable, Frame, Segmentation
+from seg_video.cli.main import main
+from seg_video.core.colors import instance_color, voc_palette
+from seg_video.core.types import ClassTable, Frame, Segmentation
+from seg_video.io import exports
+from seg_video.io.exports import CocoWriter, LabelMapWriter
+from seg_video.io.sample import write_sample_clip
+from seg_video.stages.render import Renderer
 
 VOC = ClassTable((None, "aeroplane", "bicycle", "bird"))
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools decode
@@ -105,7 +106,7 @@ def test_no_video_skips_render_and_encode(sample_clip: Path, tmp_path: Path, dra
 
 def interrupt(clip: Path, coco_path: Path, sig: signal.Signals) -> subprocess.CompletedProcess[str]:
     """Run the CLI on `clip` and send it `sig` once its COCO file lists 30 frames."""
-    process = subprocess.Popen([sys.executable, "-m", "pipeline.cli", str(clip), "--no-video", "--coco",
+    process = subprocess.Popen([sys.executable, "-m", "seg_video", str(clip), "--no-video", "--coco",
                                 str(coco_path), "--quiet"], stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -2,7 +2,7 @@
 cap): hostile media, output failures, signals at seeded random moments, failing and hanging engines.
 
 docs/RELIABILITY.md lists each fault with the behaviour promised and the test here that proves it. Engine faults
-come from `FaultyEngine`, registered by a `python -c` wrapper (`WRAPPER`) that then runs `pipeline.cli.main`:
+come from `FaultyEngine`, registered by a `python -c` wrapper (`WRAPPER`) that then runs `seg_video.cli.main.main`:
 the product ships no test hooks.
 """
 
@@ -29,9 +29,11 @@ import av
 import numpy as np
 import pytest
 
-from pipeline.runner import Runner, Stage, StageFailed, StageTimeout
-from pipeline.sample import write_sample_clip
-from pipeline.types import Frame
+from seg_video.core.errors import StageFailed, StageTimeout
+from seg_video.core.runner import Runner
+from seg_video.core.stage import Stage
+from seg_video.core.types import Frame
+from seg_video.io.sample import write_sample_clip
 
 ROOT = Path(__file__).resolve().parents[1]
 WIDTH, HEIGHT, FPS = 160, 120, 30.0
@@ -44,8 +46,9 @@ WRAPPER = '''
 import sys, time
 from dataclasses import dataclass
 from pathlib import Path
-from engines.base import ENGINES, Engine, EngineInfo
-from pipeline.types import ClassTable, Segmentation
+from seg_video.engines.base import Engine
+from seg_video.engines.base import register
+from seg_video.core.types import ClassTable, Segmentation
 
 @dataclass
 class FaultParams:
@@ -91,8 +94,8 @@ class FaultyEngine(Engine):
     def close(self):
         time.sleep(self.params.close_seconds)
 
-ENGINES["faulty"] = EngineInfo("faulty", "__main__", "FaultyEngine", "test engine that fails on request")
-from pipeline.cli import main
+register("faulty", FaultyEngine)
+from seg_video.cli.main import main
 sys.exit(main(sys.argv[1:]))
 '''
 
@@ -124,7 +127,7 @@ class Run:
 
 def command(*args: str | Path, wrapper: bool = True) -> list[str]:
     """The argv of a `seg-video` run: through `WRAPPER` (engine `faulty` available) or the real entry point."""
-    head = [sys.executable, "-c", WRAPPER] if wrapper else [sys.executable, "-m", "pipeline.cli"]
+    head = [sys.executable, "-c", WRAPPER] if wrapper else [sys.executable, "-m", "seg_video"]
     return head + [str(a) for a in args]
 
 
@@ -576,7 +579,7 @@ def test_a_live_run_gives_up_after_its_engine_restarts(clip: Path, tmp_path: Pat
 ])
 def test_watchdog_and_restart_settings_are_checked(clip: Path, tmp_path: Path, flag: list[str], complaint: str,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    from pipeline.cli import main
+    from seg_video.cli.main import main
 
     assert main([str(clip), str(tmp_path / "out.mp4"), *flag]) == 2
     err = capsys.readouterr().err.strip()

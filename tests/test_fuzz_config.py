@@ -23,8 +23,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.cli import main
-from pipeline.video_io import X264_PRESETS
+from seg_video.cli.main import main
+from seg_video.core.config import X264_PRESETS
 
 ROOT = Path(__file__).resolve().parent.parent
 ACCEPTED = "not a media file:"
@@ -234,7 +234,7 @@ def test_valid_command_line_values_are_accepted(workdir: Path, options: list[str
 def test_bad_values_in_a_real_process_are_one_line(workdir: Path, config: bytes, args: list[str]) -> None:
     path = workdir / "bad.toml"
     path.write_bytes(config)
-    run = subprocess.run([sys.executable, "-m", "pipeline.cli", "in.mp4", "out.mp4", "--config", str(path), *args],
+    run = subprocess.run([sys.executable, "-m", "seg_video", "in.mp4", "out.mp4", "--config", str(path), *args],
                          cwd=workdir, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
                          timeout=60)
     assert_one_line_error(run.returncode, run.stderr)

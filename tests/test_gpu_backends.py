@@ -14,9 +14,9 @@ import pytest
 import torch
 from test_torch_engines import assert_fp16_agrees, build_reference, make_frame
 
-from engines.base import create_engine
-from engines.torch_common import TorchEngine
-from pipeline.types import Frame, Segmentation
+from seg_video.core.types import Frame, Segmentation
+from seg_video.engines.base import create_engine
+from seg_video.engines.models.torch_common import TorchEngine
 
 pytestmark = pytest.mark.gpu
 
@@ -63,7 +63,7 @@ def test_fp16_backend_agrees_with_torch_fp32(name: str, backend: str, tmp_path: 
 
 def test_compiled_fcn_does_not_recompile_per_frame(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     engine = loaded("fcn", {**settings("fcn", tmp_path), "backend": "torch-compiled", "precision": "fp16"})
-    caplog.set_level(logging.INFO, logger="engines")
+    caplog.set_level(logging.INFO, logger="seg_video")
     engine.warm_up(240, 320, batch=4)
     compiled = caplog.text.count("compiling")
     for count in (4, 3, 4, 2, 4):  # a short last batch falls in a bucket too
@@ -75,7 +75,7 @@ def test_trt_plans_are_cached_across_loads(tmp_path: Path, monkeypatch: pytest.M
                                            caplog: pytest.LogCaptureFixture) -> None:
     pytest.importorskip("tensorrt")
     monkeypatch.setenv("SEG_VIDEO_CACHE", str(tmp_path / "cache"))
-    caplog.set_level(logging.INFO, logger="engines")
+    caplog.set_level(logging.INFO, logger="seg_video")
     params = {**settings("fcn", tmp_path), "backend": "trt", "precision": "fp16"}
     loaded("fcn", params).warm_up(240, 320)
     assert caplog.text.count("trt: building") == 1

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -17,14 +16,16 @@ from pathlib import Path
 
 import av
 import pytest
-from live_helpers import Recorder, SlowEngine, UdpStream, camera, free_port, need, wait_until
+from live_helpers import Recorder, SlowEngine, UdpStream, camera, free_port, wait_until
 
-from pipeline.cli import main
-from pipeline.config import build_config, read_config_file
-from pipeline.live import LiveSettings, mask_credentials, open_input, source_kind
-from pipeline.live_app import LiveJob, LiveOptions, LivePlan, output_paths, plan_live
-from pipeline.runner import Policy
-from pipeline.sample import write_sample_clip
+from seg_video.api import run_config
+from seg_video.cli.main import main
+from seg_video.core.config import LiveSettings
+from seg_video.core.runner import Policy
+from seg_video.core.text import mask_credentials
+from seg_video.io.sample import write_sample_clip
+from seg_video.io.streams import open_input, source_kind
+from seg_video.live.job import LiveJob, LiveOptions, LivePlan, output_paths, plan_live
 
 FRAME_INTERVAL = 1 / 30
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,7 +72,7 @@ def test_live_latency_stays_flat_where_lossless_grows() -> None:
     published = Recorder()
     stop = threading.Event()
     sources = [camera("live", 2.5, Policy.LIVE), camera("lossless", 2.5, Policy.LOSSLESS)]
-    job = LiveJob(build_config({}), sources, LiveOptions(), stop=stop, engine_factory=lambda: SlowEngine(0.06),
+    job = LiveJob(run_config(), sources, LiveOptions(), stop=stop, engine_factory=lambda: SlowEngine(0.06),
                   on_frame=published)
     summary = job.run()
 
@@ -86,16 +87,6 @@ def test_live_latency_stays_flat_where_lossless_grows() -> None:
     first, last = quarters(lossless)
     assert last > first + 0.5, "lossless latency should grow when the engine is slower than the camera"
     assert len(lossless) == 75 and summary.feeds[1].dropped_total == 0
-
-
-@pytest.fixture
-def udp_stream(sample_clip: Path) -> Iterator[UdpStream]:
-    """The sample clip looped in real time over UDP on loopback (FFmpeg), stopped after the test."""
-    need("ffmpeg", "ffmpeg")
-    stream = UdpStream(sample_clip, free_port(socket.SOCK_DGRAM))
-    stream.start()
-    yield stream
-    stream.stop()
 
 
 @contextmanager
@@ -124,7 +115,7 @@ def test_stream_on_loopback_drops_stale_frames_and_keeps_latency_bounded(udp_str
     source = open_input(udp_stream.url, LiveSettings(open_timeout=5.0, read_timeout=2.0), policy="auto", stop=stop)
     assert source.policy is Policy.LIVE
     published = Recorder()
-    job = LiveJob(build_config({}), [source], LiveOptions(), stop=stop, engine_factory=lambda: SlowEngine(0.1),
+    job = LiveJob(run_config(), [source], LiveOptions(), stop=stop, engine_factory=lambda: SlowEngine(0.1),
                   on_frame=published)
     with running(job) as errors:
         time.sleep(5.0)
@@ -141,12 +132,12 @@ def test_stream_on_loopback_drops_stale_frames_and_keeps_latency_bounded(udp_str
 
 def test_reconnects_after_the_server_stops_and_reports_the_gap(udp_stream: UdpStream,
                                                                caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="pipeline")
+    caplog.set_level(logging.INFO, logger="seg_video")
     threads_before = set(threading.enumerate())
     stop = threading.Event()
     settings = LiveSettings(open_timeout=1.0, read_timeout=0.5, reconnect_min=0.2, reconnect_max=0.8)
     source = open_input(udp_stream.url, settings, policy="auto", stop=stop)
-    job = LiveJob(build_config({}), [source], LiveOptions(), stop=stop, engine_factory=lambda: SlowEngine(0.01))
+    job = LiveJob(run_config(), [source], LiveOptions(), stop=stop, engine_factory=lambda: SlowEngine(0.01))
     feed = job.feeds[0]
     with running(job) as errors:
         wait_until(lambda: feed.latest()[0] >= 20, 10, "frames before the outage")
@@ -220,7 +211,7 @@ def test_cli_live_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 def test_sigterm_ends_a_live_run_with_its_recording_finalized(tmp_path: Path) -> None:
     clip = write_sample_clip(tmp_path / "clip.mp4", seconds=10, width=160, height=120, audio=False)
-    run = subprocess.Popen([sys.executable, "-m", "pipeline.cli", str(clip), "--serve", "0", "--output", "rec.mp4",
+    run = subprocess.Popen([sys.executable, "-m", "seg_video", str(clip), "--serve", "0", "--output", "rec.mp4",
                             "--policy", "live", "--engine", "threshold"],
                            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=subprocess.PIPE, text=True)
     try:
@@ -239,6 +230,6 @@ def test_sigterm_ends_a_live_run_with_its_recording_finalized(tmp_path: Path) ->
 
 
 def test_the_live_display_preset() -> None:
-    config = build_config(read_config_file("live-display"))
+    config = run_config(config="live-display")
     assert config.pipeline.policy == "live" and config.live.rtsp_transport == "tcp"
     assert config.live.reconnect_min < config.live.reconnect_max

@@ -7,8 +7,8 @@ from pathlib import Path
 import av
 import pytest
 
-from pipeline.cli import main
-from pipeline.sample import write_sample_clip
+from seg_video.cli.main import main
+from seg_video.io.sample import write_sample_clip
 
 FRAMES = 8
 

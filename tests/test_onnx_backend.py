@@ -20,24 +20,16 @@ import torch
 from test_torch_engines import KEPT_DETECTIONS, MAX_SIZE, MIN_SIZE, assert_same_instances, build_reference, make_frame
 from tool_modules import load_tool
 
-from engines.backends import (
-    bucket,
-    cached_plan,
-    covers,
-    installed,
-    ort_providers,
-    plan_path,
-    profile_for,
-    read_profile,
-    resolve_backend,
-    timing_cache_path,
-)
-from engines.base import EngineError, create_engine
-from engines.graphs import Sidecar, export_part, graph_precision, is_intact
-from engines.onnx_ops import operators, trt_operator_table, trt_problems
-from engines.torch_common import TorchEngine
-from pipeline.settings import ConfigError
-from pipeline.types import Frame, Segmentation
+from seg_video.core.errors import ConfigError, EngineError
+from seg_video.core.types import Frame, Segmentation
+from seg_video.engines.base import create_engine
+from seg_video.engines.models.torch_common import TorchEngine
+from seg_video.engines.runners.base import bucket
+from seg_video.engines.runners.choice import installed, resolve_backend
+from seg_video.engines.runners.graphs import Sidecar, export_part, graph_precision, is_intact
+from seg_video.engines.runners.onnx import ort_providers
+from seg_video.engines.runners.onnx_ops import operators, trt_operator_table, trt_problems
+from seg_video.engines.runners.plans import cached_plan, covers, plan_path, profile_for, read_profile, timing_cache_path
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -181,7 +173,7 @@ def test_export_cache_is_reused_and_a_damaged_one_remade(engines: Callable[..., 
     folder = export_folder(cache, "fcn")
     graph = folder / "fcn.onnx"
     before = graph.stat().st_mtime_ns
-    caplog.set_level(logging.INFO, logger="engines")
+    caplog.set_level(logging.INFO, logger="seg_video")
     again = create_engine("fcn", {**dataclasses.asdict(engine.params)})
     again.load()
     assert graph.stat().st_mtime_ns == before and "exporting" not in caplog.text
@@ -292,21 +284,21 @@ def test_backend_choice(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptu
         create_engine("fcn", {"device": "cpu", "providers": ["gpu"]})
     with pytest.raises(ConfigError, match="backend must be one of auto, torch, torch-compiled, onnx, trt"):
         create_engine("fcn", {"backend": "tensorrt"})
-    monkeypatch.setattr("engines.backends.installed", lambda *modules: "onnxruntime" not in modules)
+    monkeypatch.setattr("seg_video.engines.runners.choice.installed", lambda *modules: "onnxruntime" not in modules)
     assert resolve_backend("auto", cpu) == (
         "torch", "backend auto → torch (fastest present on cpu; onnx needs onnx and onnxruntime "
                  "(pip install 'seg-video[onnx]'))")
     with pytest.raises(EngineError, match=r"backend onnx needs onnx and onnxruntime"):
         create_engine("fcn", {"device": "cpu", "backend": "onnx"})
     assert installed("onnx") and not installed("no_such_module_here")
-    caplog.set_level(logging.WARNING, logger="engines")
+    caplog.set_level(logging.WARNING, logger="seg_video")
     chosen = ort_providers(["cuda", "cpu"], cpu, None, Path("unused"))
     assert chosen == [("CPUExecutionProvider", {})]
     assert "no cuda execution provider" in caplog.text and "falling back to cpu" in caplog.text
 
 
 def test_cli_backend_flag_reaches_the_engine() -> None:
-    from pipeline.cli import ENGINE_FLAGS, build_parser, engine_overrides
+    from seg_video.cli.options import ENGINE_FLAGS, build_parser, engine_overrides
 
     assert ENGINE_FLAGS["backend"] == "backend"
     args = build_parser().parse_args(["in.mp4", "out.mp4", "--engine", "fcn", "--backend", "auto"])

@@ -24,16 +24,23 @@ from hypothesis import strategies as st
 from test_torch_engines import MAX_SIZE
 from tool_modules import load_tool
 
-from engines import opencv_tf
-from engines.backends import resolve_backend
-from engines.base import EngineError, create_engine
-from engines.graphs import Part, export_part
-from engines.opencv_dnn import OPENCV_MAJOR, DnnRunner, check_part, opencv_reason, read_net, target_problem
-from engines.opencv_tf import COCO, read_tf_graph, tf_segmentation
-from engines.torch_common import TorchEngine
-from pipeline.cli import main
-from pipeline.settings import ConfigError
-from pipeline.types import Frame
+from seg_video.cli.main import main
+from seg_video.core.errors import ConfigError, EngineError
+from seg_video.core.types import Frame
+from seg_video.engines.base import create_engine
+from seg_video.engines.models import maskrcnn_tf
+from seg_video.engines.models.maskrcnn_tf import COCO, read_tf_graph, tf_segmentation
+from seg_video.engines.models.torch_common import TorchEngine
+from seg_video.engines.runners.choice import resolve_backend
+from seg_video.engines.runners.graphs import Part, export_part
+from seg_video.engines.runners.opencv import (
+    OPENCV_MAJOR,
+    DnnRunner,
+    check_part,
+    opencv_reason,
+    read_net,
+    target_problem,
+)
 
 cache, engines, frames = onnx_tests.cache, onnx_tests.engines, onnx_tests.frames  # its fixtures, used here by name
 TF_IMPORTER = hasattr(cv2.dnn, "readNetFromTensorflow")
@@ -381,13 +388,13 @@ class StandInNet:
         return False
 
     def getLayerNames(self) -> tuple[str, ...]:
-        return ("image_tensor", *opencv_tf.OUTPUTS)
+        return ("image_tensor", *maskrcnn_tf.OUTPUTS)
 
     def setInput(self, blob: np.ndarray) -> None:
         self.blobs.append(blob)
 
     def forward(self, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        assert names == list(opencv_tf.OUTPUTS)
+        assert names == list(maskrcnn_tf.OUTPUTS)
         return (detections((0, 0, 0.9, 0.1, 0.1, 0.4, 0.6), (0, 17, 0.8, 0.5, 0.3, 0.9, 0.9)),
                 uniform_masks([0, 17]))
 

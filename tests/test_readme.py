@@ -22,7 +22,7 @@ def test_ci_runs_the_readme_test_command_verbatim() -> None:
 
 
 def test_readme_main_command_uses_options_the_cli_has() -> None:
-    from pipeline.cli import build_parser
+    from seg_video.cli.options import build_parser
 
     main_command = bash_blocks((ROOT / "README.md").read_text())[0]
     options = {a for action in build_parser()._actions for a in action.option_strings}

@@ -6,9 +6,12 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from pipeline.render import Renderer, RenderSettings, instance_color, voc_palette
-from pipeline.settings import ConfigError, from_mapping
-from pipeline.types import ClassTable, Segmentation, boxes_from_masks
+from seg_video.core.colors import instance_color, voc_palette
+from seg_video.core.config import RenderSettings
+from seg_video.core.errors import ConfigError
+from seg_video.core.settings import from_mapping
+from seg_video.core.types import ClassTable, Segmentation, boxes_from_masks
+from seg_video.stages.render import Renderer
 
 VOC = ClassTable((None, "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
                   "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
@@ -81,7 +84,7 @@ def test_the_outline_runs_along_the_mask_edge_inside_the_mask() -> None:
 def test_pixels_away_from_all_annotations_are_untouched() -> None:
     image = noise()
     mask = disc(150, 120, 30)
-    out = Renderer().render(image, instances(mask, track_ids=[12]))
+    out = Renderer(RenderSettings()).render(image, instances(mask, track_ids=[12]))
     away = np.ones((H, W), bool)
     away[150 - 30 - 3:150 + 30 + 3, 120 - 30 - 3:120 + 30 + 120] = False  # box with its line, label (may be wider)
     assert np.array_equal(out[away], image[away])
@@ -111,7 +114,7 @@ def test_the_input_image_is_never_modified() -> None:
 
 def test_an_empty_segmentation_gives_an_unchanged_copy() -> None:
     image = noise()
-    out = Renderer().render(image, Segmentation.empty(H, W, VOC))
+    out = Renderer(RenderSettings()).render(image, Segmentation.empty(H, W, VOC))
     assert np.array_equal(out, image)
     assert not np.shares_memory(out, image)
 
@@ -189,7 +192,8 @@ def test_the_legend_lists_exactly_the_classes_present() -> None:
     label_map[150:200, 10:60], label_map[150:200, 70:120], label_map[200:230, 10:120] = 1, 12, 15
     rows, cols = legend_box(image, label_map)
     assert rows.start == 0 and cols.stop == W  # top-right corner
-    legend = Renderer().render(image, Segmentation(height=H, width=W, classes=VOC, label_map=label_map))[rows, cols]
+    seg = Segmentation(height=H, width=W, classes=VOC, label_map=label_map)
+    legend = Renderer(RenderSettings()).render(image, seg)[rows, cols]
     palette = voc_palette(21)
     coloured = [c for c in range(1, 21) if len(set(palette[c])) > 1]  # grey entries could be anti-aliased text
     assert {c for c in coloured if np.all(legend == palette[c], axis=2).sum() >= 16} == {1, 12, 15}
@@ -243,7 +247,7 @@ def test_odd_and_tiny_frames_with_border_boxes_render(height: int, width: int) -
 def test_the_fps_overlay_is_drawn_only_when_asked() -> None:
     image = noise()
     seg = Segmentation.empty(H, W, VOC)
-    assert np.array_equal(Renderer().render(image, seg, fps=30.0), image)
+    assert np.array_equal(Renderer(RenderSettings()).render(image, seg, fps=30.0), image)
     assert np.array_equal(Renderer(RenderSettings(fps_overlay=True)).render(image, seg), image)
     ys, xs = np.nonzero(changed(Renderer(RenderSettings(fps_overlay=True)).render(image, seg, fps=30.0), image))
     assert ys.min() == 0 and xs.min() == 0 and ys.max() < H // 4 and xs.max() < W // 2
@@ -251,10 +255,10 @@ def test_the_fps_overlay_is_drawn_only_when_asked() -> None:
 
 def test_bad_inputs_are_refused() -> None:
     with pytest.raises(ValueError, match="image is"):
-        Renderer().render(noise(H, W + 1), Segmentation.empty(H, W, VOC))
+        Renderer(RenderSettings()).render(noise(H, W + 1), Segmentation.empty(H, W, VOC))
     label_map = np.full((H, W), 300, np.int64)
     with pytest.raises(ValueError, match=r"0\.\.255"):
-        Renderer().render(noise(), Segmentation(height=H, width=W, classes=VOC, label_map=label_map))
+        Renderer(RenderSettings()).render(noise(), Segmentation(height=H, width=W, classes=VOC, label_map=label_map))
 
 
 @pytest.mark.parametrize("bad", [{"alpha": 1.5}, {"alpha": -0.1}, {"alpha": float("nan")}, {"semantic": "heat"}])

@@ -11,8 +11,10 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from pipeline.runner import Policy, Runner, Stage, StageFailed
-from pipeline.types import Frame
+from seg_video.core.errors import StageFailed
+from seg_video.core.runner import Policy, Runner
+from seg_video.core.stage import Stage
+from seg_video.core.types import Frame, Item
 
 TIME_BASE = Fraction(1, 90000)
 
@@ -31,7 +33,7 @@ def jittery(name: str, max_cost: float, log: list[str] | None = None) -> Stage:
     """A stage that takes a random time per item and passes items through unchanged."""
     rng = random.Random(name)
 
-    def process(items: list[Frame]) -> list[Frame]:
+    def process(items: list[Item]) -> list[Frame]:
         time.sleep(rng.uniform(0, max_cost))
         return items
 
@@ -46,11 +48,11 @@ class Collector:
     """A sink stage that records what reaches it and whether it was finalized."""
 
     def __init__(self) -> None:
-        self.items: list[Frame] = []
+        self.items: list[Item] = []
         self.finalized = False
 
     def stage(self, cost: float = 0.0) -> Stage:
-        def process(items: list[Frame]) -> list[Frame]:
+        def process(items: list[Item]) -> list[Frame]:
             time.sleep(cost)
             self.items.extend(items)
             return []
@@ -68,7 +70,8 @@ def test_order_and_timestamps_survive_jittery_stages() -> None:
 
     Runner(frames(120), stages, queue_size=3).run()
 
-    assert [(f.index, f.pts) for f in collector.items] == expected
+    assert [(item.index, item.frame.pts) for item in collector.items] == expected
+    assert all({"capture", "preprocess", "infer", "render", "write"} == set(item.timings) for item in collector.items)
     assert collector.finalized
 
 
@@ -87,7 +90,7 @@ def test_queues_never_exceed_their_bound_with_a_slow_consumer() -> None:
 def test_batches_keep_order_and_take_the_tail() -> None:
     seen_batches: list[int] = []
 
-    def infer(items: list[Frame]) -> list[Frame]:
+    def infer(items: list[Item]) -> list[Frame]:
         seen_batches.append(len(items))
         return items
 
@@ -107,7 +110,7 @@ def test_a_failing_stage_ends_the_run_promptly_and_is_named(failing: str) -> Non
             yield frame
 
     def boom_at_25(name: str) -> Stage:
-        def process(items: list[Frame]) -> list[Frame]:
+        def process(items: list[Item]) -> list[Frame]:
             if items[0].index == 25:
                 raise ValueError(f"bad frame in {name}")
             return [] if name == "write" else items
@@ -134,11 +137,11 @@ def test_a_failing_stage_ends_the_run_promptly_and_is_named(failing: str) -> Non
 def test_failure_while_downstream_is_blocked_on_a_full_queue_does_not_hang() -> None:
     release = threading.Event()
 
-    def stuck_writer(items: list[Frame]) -> list[Frame]:
+    def stuck_writer(items: list[Item]) -> list[Frame]:
         release.wait(0.5)  # a slow sink: upstream fills every queue and blocks on put
         return []
 
-    def failing_infer(items: list[Frame]) -> list[Frame]:
+    def failing_infer(items: list[Item]) -> list[Frame]:
         if items[0].index == 8:
             raise RuntimeError("engine crashed")
         return items

@@ -27,20 +27,21 @@ import numpy as np
 import pytest
 from live_helpers import SlowEngine, free_port, wait_until
 
-import pipeline.display
-import pipeline.web
-from engines.backends import cached_plan, plan_path, profile_for
-from engines.cache import cached_file, file_sha256
-from engines.graphs import PartInfo, Sidecar, TensorInfo, is_intact
-from pipeline.cli import main
-from pipeline.config import build_config
-from pipeline.feed import Feed
-from pipeline.live import LiveSettings, SourceState, open_input, source_kind
-from pipeline.live_app import LiveJob, LiveOptions
-from pipeline.runner import RunStats
-from pipeline.sample import write_sample_clip
-from pipeline.video_io import MediaError
-from pipeline.web import WebView, parse_address
+import seg_video.live.web
+import seg_video.live.window
+from seg_video.api import run_config
+from seg_video.cli.main import main
+from seg_video.core.config import LiveSettings
+from seg_video.core.errors import MediaError
+from seg_video.core.runner import RunStats
+from seg_video.engines.cache import cached_file, file_sha256
+from seg_video.engines.runners.graphs import PartInfo, Sidecar, TensorInfo, is_intact
+from seg_video.engines.runners.plans import cached_plan, plan_path, profile_for
+from seg_video.io.sample import write_sample_clip
+from seg_video.io.streams import SourceState, open_input, source_kind
+from seg_video.live.feed import Feed
+from seg_video.live.job import LiveJob, LiveOptions
+from seg_video.live.web import WebView, parse_address
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "s3cr3t-Pw"
@@ -189,7 +190,7 @@ def test_the_token_is_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch)
         compared.append((a, b))
         return original(a, b)
 
-    monkeypatch.setattr(pipeline.web.hmac, "compare_digest", compare_digest)
+    monkeypatch.setattr(seg_video.live.web.hmac, "compare_digest", compare_digest)
     with viewing(("0.0.0.0", 0), token="right-token") as view:
         port = view.address[1]
         assert raw_get(port, "/stats.json?token=wrong-token", host="cam.example")[0] == 401
@@ -290,12 +291,12 @@ def test_a_stream_password_is_used_but_never_shown(clip_server: ClipServer, capf
     """Logs (ours and FFmpeg's), reconnection states, the window's overlay, the web page and its stats."""
     caplog.set_level(logging.DEBUG)
     drawn: list[str] = []
-    monkeypatch.setattr(pipeline.display.cv2, "putText", lambda image, text, *a, **k: drawn.append(text))
+    monkeypatch.setattr(seg_video.live.window.cv2, "putText", lambda image, text, *a, **k: drawn.append(text))
     url = f"http://{USER}:{SECRET}@127.0.0.1:{clip_server.port}/clip.mkv"
     stop = threading.Event()
     settings = LiveSettings(open_timeout=2.0, read_timeout=1.0, reconnect_min=0.2, reconnect_max=0.4)
     source = open_input(url, settings, policy="auto", stop=stop)
-    job = LiveJob(build_config({}), [source], LiveOptions(serve=("127.0.0.1", 0)), stop=stop,
+    job = LiveJob(run_config(), [source], LiveOptions(serve=("127.0.0.1", 0)), stop=stop,
                   engine_factory=lambda: SlowEngine(0.0))
     assert job.web is not None
     seen: list[str] = []
@@ -304,7 +305,7 @@ def test_a_stream_password_is_used_but_never_shown(clip_server: ClipServer, capf
         """What a viewer sees now: the overlay drawn on a tile, the page, the stats."""
         stats = job.feeds[0].stats()
         seen.append(stats.status)
-        pipeline.display.draw_overlay(np.zeros((120, 160, 3), np.uint8), stats)
+        seg_video.live.window.draw_overlay(np.zeros((120, 160, 3), np.uint8), stats)
         seen.extend(raw_get(job.web.address[1], path)[1].decode("latin-1") for path in ("/", "/stats.json"))
 
     thread = threading.Thread(target=job.run, daemon=True)
@@ -331,7 +332,7 @@ def test_a_stream_password_is_used_but_never_shown(clip_server: ClipServer, capf
 def test_a_wrong_password_is_one_line_without_it(clip_server: ClipServer, tmp_path: Path) -> None:
     """The whole process's stderr (FFmpeg's own messages included), through the command line."""
     url = f"http://{USER}:wrong-{SECRET}@127.0.0.1:{clip_server.port}/clip.mkv"
-    run = subprocess.run([sys.executable, "-m", "pipeline.cli", url, "--serve", "0", "--set", "live.open_timeout=3"],
+    run = subprocess.run([sys.executable, "-m", "seg_video", url, "--serve", "0", "--set", "live.open_timeout=3"],
                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
                          timeout=60)
     assert run.returncode == 2

@@ -27,11 +27,11 @@ from torchvision.models.detection import maskrcnn_resnet50_fpn, maskrcnn_resnet5
 from torchvision.models.segmentation import FCN_ResNet50_Weights, fcn_resnet50, fcn_resnet101
 from torchvision.ops import box_iou
 
-from engines.base import ENGINES, Engine, EngineError, create_engine
-from engines.torch_common import TorchEngine
-from engines.weights import cached_path
-from pipeline.settings import ConfigError
-from pipeline.types import Frame, Segmentation, boxes_from_masks
+from seg_video.core.errors import ConfigError, EngineError
+from seg_video.core.types import Frame, Segmentation, boxes_from_masks
+from seg_video.engines.base import Engine, create_engine, engine_class
+from seg_video.engines.models.torch_common import TorchEngine
+from seg_video.engines.models.weights import cached_path
 
 MIN_SIZE, MAX_SIZE = 128, 224
 BUILDERS = {"maskrcnn": maskrcnn_resnet50_fpn, "maskrcnn_v2": maskrcnn_resnet50_fpn_v2, "fcn": fcn_resnet50,
@@ -147,7 +147,7 @@ def case(frames: list[Frame], tmp_path_factory: pytest.TempPathFactory) -> Calla
     @cache
     def build(name: str) -> Case:
         path = tmp_path_factory.mktemp(name) / "state.pt"
-        if ENGINES[name].engine_class().kind == "semantic":
+        if engine_class(name).kind == "semantic":
             model = build_reference(name)
             params: dict[str, Any] = {"weights": str(path), "output": "label_map"}
         else:  # keep about KEPT_DETECTIONS on the first frame
@@ -265,9 +265,9 @@ def test_class_tables() -> None:
 
 def use_as_cached_official(name: str, weights: Path) -> None:
     """Put `weights` where torch hub keeps the engine's official weights file."""
-    engine_class = ENGINES[name].engine_class()
-    assert issubclass(engine_class, TorchEngine)
-    cached = cached_path(engine_class.official)
+    cls = engine_class(name)
+    assert issubclass(cls, TorchEngine)
+    cached = cached_path(cls.official)
     cached.parent.mkdir(parents=True, exist_ok=True)
     os.symlink(weights, cached)
 
@@ -275,9 +275,9 @@ def use_as_cached_official(name: str, weights: Path) -> None:
 def test_default_weights_are_read_from_the_hub_cache(offline_hub: tuple[Path, list[str]],
                                                      case: Callable[[str], Case], frames: list[Frame]) -> None:
     hub, asked = offline_hub
-    assert "weights not cached" in ENGINES["fcn"].engine_class().availability()
+    assert "weights not cached" in engine_class("fcn").availability()
     use_as_cached_official("fcn", case("fcn").path)
-    assert f"weights cached at {hub / 'checkpoints'}" in ENGINES["fcn"].engine_class().availability()
+    assert f"weights cached at {hub / 'checkpoints'}" in engine_class("fcn").availability()
     engine = loaded("fcn", output="label_map")
     assert not asked
     np.testing.assert_array_equal(run(engine, frames[:1])[0].label_map, reference_labels(case("fcn").model,
@@ -378,7 +378,7 @@ def test_bad_settings_are_config_errors(params: dict[str, Any], message: str) ->
 
 def test_availability_names_weights_and_cuda(offline_hub: tuple[Path, list[str]]) -> None:
     for name in BUILDERS:
-        line = ENGINES[name].engine_class().availability()
+        line = engine_class(name).availability()
         assert line.startswith("weights not cached (download ~") and "--weights PATH" in line
         assert "CUDA: " in line
 

@@ -11,13 +11,14 @@ import numpy.typing as npt
 import pytest
 from PIL import Image
 
-from pipeline.cli import main
-from pipeline.config import build_config
-from pipeline.render import instance_color
-from pipeline.sample import SampleScene
-from pipeline.settings import ConfigError
-from pipeline.tracking import Tracker, TrackSettings
-from pipeline.types import ClassTable, Segmentation, boxes_from_masks
+from seg_video.api import run_config
+from seg_video.cli.main import main
+from seg_video.core.colors import instance_color
+from seg_video.core.config import TrackSettings
+from seg_video.core.errors import ConfigError
+from seg_video.core.types import ClassTable, Segmentation, boxes_from_masks
+from seg_video.io.sample import SampleScene
+from seg_video.stages.track import Tracker
 
 H, W = 160, 320
 THINGS = ClassTable(("thing", "other"))
@@ -93,7 +94,7 @@ def test_id_switches_stay_rare_with_jittery_masks() -> None:
 
 
 def test_low_scores_match_after_high_ones_and_start_tracks_above_low_score() -> None:
-    tracker = Tracker()  # low_score 0: every instance the engine reports is kept
+    tracker = Tracker(TrackSettings())  # low_score 0: every instance the engine reports is kept
     tracker.update(frame([disc(100, 80, 20)], [0.9]), 0)
     # The low-scored instance overlaps the track most, but the high-scored one chooses first.
     out = tracker.update(frame([disc(102, 80, 20), disc(112, 80, 20), disc(40, 30, 10)], [0.3, 0.9, 0.05]), 1)
@@ -116,7 +117,7 @@ def test_tracks_end_after_max_age_and_classes_never_mix() -> None:
 
 def test_motion_is_predicted_across_skipped_frames() -> None:
     """A live source drops frames: a fast object is expected where its velocity takes it, not where it was."""
-    tracker = Tracker()
+    tracker = Tracker(TrackSettings())
     for index in range(4):  # 12 px per frame
         tracker.update(frame([disc(40 + 12 * index, 80, 10)]), index)
     far = tracker.update(frame([disc(40 + 12 * 7, 80, 10)]), 7)  # frames 4..6 dropped: 36 px further
@@ -124,12 +125,12 @@ def test_motion_is_predicted_across_skipped_frames() -> None:
 
 
 def test_track_settings_come_from_config_and_are_checked() -> None:
-    config = build_config({"track": {"iou": "box", "max_age": 5}}, sections={"track": {"high_score": 0.6}})
+    config = run_config(config={"track": {"iou": "box", "max_age": 5}}, sections={"track": {"high_score": 0.6}})
     assert config.track == TrackSettings(iou="box", max_age=5, high_score=0.6)
-    assert build_config({}).track.enabled
+    assert run_config().track.enabled
     for bad in ({"low_score": 0.7, "high_score": 0.6}, {"match_iou": 0.0}, {"max_age": -1}, {"iou": "iou"}):
         with pytest.raises(ConfigError, match="track"):
-            build_config({"track": bad})
+            run_config(config={"track": bad})
 
 
 def test_the_sample_clip_keeps_every_object_id_and_colour(sample_clip: Path, tmp_path: Path) -> None:

@@ -17,10 +17,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from tool_modules import load_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 TRT_API = ROOT / ".trt-api"
-TRT_MODULES = ["engines/trt_backend.py", "tools/build_engine.py"]
+TRT_MODULES = ["engines/runners/trt.py", "tools/build_engine.py"]
 RECEIVERS = {"builder": "Builder", "network": "INetworkDefinition", "parser": "OnnxParser",
              "config": "IBuilderConfig", "optimisation": "IOptimizationProfile", "runtime": "Runtime",
              "engine": "ICudaEngine", "context": "IExecutionContext"}
@@ -33,7 +34,7 @@ REMOVED = ["execute_async_v2", "execute_async(", "get_binding_index", "get_bindi
 CHECK_NAMES = """
 import ast, json, sys
 import tensorrt
-import engines.trt_backend as module
+import seg_video.engines.runners.trt as module
 
 receivers = json.loads(sys.argv[1])
 tree = ast.parse(open(module.__file__).read())
@@ -85,11 +86,17 @@ def test_trt_module_type_checks_against_the_real_bindings(tmp_path: Path) -> Non
         [mypy-tensorrt_bindings.*]
         ignore_errors = True
         """))
+    typecheck = load_tool("typecheck")  # the package laid out as installed, so its own imports resolve
+    tree = tmp_path / "tree"
+    typecheck.link_tree(tree)
+    targets = [str(typecheck.installed_path(ROOT / module, tree)) for module in TRT_MODULES]
     result = subprocess.run([sys.executable, "-m", "mypy", "--config-file", str(config), "--cache-dir",
-                             str(tmp_path / "cache"), *TRT_MODULES], cwd=ROOT, capture_output=True, text=True,
-                            env={**os.environ, "MYPYPATH": str(TRT_API / "stubs")}, timeout=300)
+                             str(tmp_path / "cache"), *targets], cwd=ROOT, capture_output=True, text=True,
+                            env={**os.environ, "MYPYPATH": os.pathsep.join([str(TRT_API / "stubs"), str(tree)])},
+                            timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "tensorrt" not in result.stdout  # found, not reported missing
+    assert "Success: no issues found in 2 source files" in result.stdout
 
 
 def test_trt_module_imports_with_the_real_bindings_and_uses_only_names_they_have() -> None:

@@ -13,17 +13,11 @@ import numpy as np
 import pytest
 from conftest import CLIP_FPS, CLIP_HEIGHT, CLIP_SECONDS, CLIP_WIDTH
 
-from pipeline.sample import COLOURS_BGR, SampleScene, frame_ticks, write_sample_clip
-from pipeline.types import Frame
-from pipeline.video_io import (
-    DecodeError,
-    EncoderSettings,
-    MediaError,
-    VideoSink,
-    VideoSource,
-    WriteError,
-    probe,
-)
+from seg_video.core.config import EncoderSettings
+from seg_video.core.errors import DecodeError, MediaError, WriteError
+from seg_video.core.types import Frame
+from seg_video.io.sample import COLOURS_BGR, SampleScene, frame_ticks, write_sample_clip
+from seg_video.io.video import VideoSink, VideoSource, probe
 
 FRAMES = round(CLIP_SECONDS * CLIP_FPS)
 AAC_PACKET = 1024 / 48_000
@@ -62,7 +56,7 @@ def transcode(source: Path, output: Path, *, limit: int | None = None,
     """Copy `source` to `output` through VideoSource → VideoSink (first `limit` frames); returns frames written."""
     frames = VideoSource(source, max_frames=limit)
     with VideoSink(output, width=frames.info.width, height=frames.info.height, time_base=frames.info.time_base,
-                   fps=frames.info.fps, settings=settings, audio_from=source) as sink:
+                   fps=frames.info.fps, settings=settings or EncoderSettings(), audio_from=source) as sink:
         for frame in frames:
             sink.write(frame)
     return sink.frames_written
@@ -139,7 +133,8 @@ def test_a_partial_output_plays_with_the_frames_written_and_matching_audio(
     out = tmp_path / "half.mp4"
     info = probe(clip)
     with pytest.raises(KeyboardInterrupt), VideoSink(out, width=info.width, height=info.height,
-                                                     time_base=info.time_base, fps=info.fps, audio_from=clip) as sink:
+                                                     time_base=info.time_base, fps=info.fps, audio_from=clip,
+                                                     settings=EncoderSettings()) as sink:
         for frame in VideoSource(clip):
             if frame.index == FRAMES // 2:
                 raise KeyboardInterrupt  # Ctrl-C half-way: leaving the `with` block finalizes the file
@@ -281,7 +276,7 @@ def test_bad_inputs_raise_media_error_with_one_line(tmp_path: Path, make: Callab
 def test_unwritable_outputs_raise_write_error_naming_the_path(tmp_path: Path, name: str, reason: str) -> None:
     path = tmp_path / name
     with pytest.raises(WriteError) as raised:
-        VideoSink(path, width=64, height=48, time_base=Fraction(1, 30), fps=30.0)
+        VideoSink(path, width=64, height=48, time_base=Fraction(1, 30), fps=30.0, settings=EncoderSettings())
     assert str(raised.value) == f"cannot write {path}: {reason}"
     assert not path.exists()
 

@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 from live_helpers import Recorder, SlowEngine, camera, need, wait_until
 
-from pipeline.config import build_config
-from pipeline.feed import Feed
-from pipeline.live import SourceState
-from pipeline.live_app import LiveJob, LiveOptions
-from pipeline.runner import Policy, RunStats
-from pipeline.web import WebView, is_loopback, parse_address
+from seg_video.api import run_config
+from seg_video.core.runner import Policy, RunStats
+from seg_video.io.streams import SourceState
+from seg_video.live.feed import Feed
+from seg_video.live.job import LiveJob, LiveOptions
+from seg_video.live.web import WebView, is_loopback, parse_address
 
 
 @contextmanager
@@ -74,7 +74,7 @@ def screenshot(url: str, path: Path) -> np.ndarray:
 def test_page_in_headless_chromium_shows_the_moving_stream_and_its_stats(tmp_path: Path) -> None:
     need("chromium", "chromium")
     stop = threading.Event()
-    job = LiveJob(build_config({}), [camera("cam", 30.0, Policy.LIVE, width=320, height=240)],
+    job = LiveJob(run_config(), [camera("cam", 30.0, Policy.LIVE, width=320, height=240)],
                   LiveOptions(serve=("127.0.0.1", 0)), stop=stop, engine_factory=lambda: SlowEngine(0.01))
     with serving(job) as view:
         wait_until(lambda: job.feeds[0].latest()[0] > 0, 5, "the first frame")
@@ -94,7 +94,7 @@ def test_page_in_headless_chromium_shows_the_moving_stream_and_its_stats(tmp_pat
 
 
 def test_a_token_is_required_beyond_loopback(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="pipeline")
+    caplog.set_level(logging.INFO, logger="seg_video")
     feed = Feed("cam", SourceState(), RunStats())
     view = WebView([feed], ("0.0.0.0", 0))
     view.start()
@@ -135,7 +135,7 @@ def read_parts(view: WebView, seconds: float) -> int:
 def test_a_stalled_client_does_not_slow_the_pipeline() -> None:
     stop = threading.Event()
     published = Recorder()
-    job = LiveJob(build_config({}), [camera("cam", 30.0, Policy.LIVE, width=640, height=480)],
+    job = LiveJob(run_config(), [camera("cam", 30.0, Policy.LIVE, width=640, height=480)],
                   LiveOptions(serve=("127.0.0.1", 0)), stop=stop, engine_factory=lambda: SlowEngine(0.0),
                   on_frame=published)
     with serving(job) as view, socket.socket() as stalled:

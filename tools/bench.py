@@ -17,18 +17,21 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import cv2
 from _machine import machine_line
 
-from engines.base import create_engine
-from pipeline.app import AnnotateJob, LazySink, build_stages
-from pipeline.config import RunConfig, build_config
-from pipeline.render import Renderer
-from pipeline.sample import write_sample_clip
-from pipeline.settings import parse_scalar
-from pipeline.video_io import VideoSource
+from seg_video.api import run_config
+from seg_video.core.config import RunConfig
+from seg_video.core.settings import parse_scalar
+from seg_video.core.types import Item
+from seg_video.engines.base import create_engine
+from seg_video.io.sample import write_sample_clip
+from seg_video.io.video import VideoSource, VideoWriter
+from seg_video.jobs.annotate import AnnotateJob, FileOutput
+from seg_video.jobs.frame_path import build_stages
+from seg_video.stages.render import Renderer
+from seg_video.stages.track import tracker_for
 
 
 def sequential_run(config: RunConfig, source: VideoSource, output: Path) -> tuple[int, float]:
@@ -37,11 +40,14 @@ def sequential_run(config: RunConfig, source: VideoSource, output: Path) -> tupl
     started = time.perf_counter()
     engine = create_engine(config.engine, config.engine_params)
     engine.load()
-    sink = LazySink(output, source, config)
-    stages = build_stages(engine, Renderer(config.render), sink.write, batch=1, track=config.track)
+    info = source.info
+    sink = FileOutput(VideoWriter(output, config.output, fps=info.fps, time_base=info.time_base,
+                                  audio_from=info.path), None)
+    stages = build_stages(engine, sink, tracker=tracker_for(config.track, engine.kind),
+                          renderer=Renderer(config.render), owned=False)
     try:
         for frame in source:
-            items: list[Any] = [frame]
+            items = [Item(frame)]
             for stage in stages:
                 items = stage.process(items)
     finally:
@@ -52,7 +58,8 @@ def sequential_run(config: RunConfig, source: VideoSource, output: Path) -> tupl
 
 def threaded_run(config: RunConfig, source: VideoSource, output: Path) -> tuple[int, float, dict[str, float]]:
     """The real pipeline; returns (frames, seconds, per-stage busy ms per frame)."""
-    summary = AnnotateJob(config, source, output).run()
+    engine = create_engine(config.engine, config.engine_params)
+    summary = AnnotateJob(config, source, output, engine, owned=True).run()
     per_stage = {name: 1000 * s.busy_seconds / max(1, s.items) for name, s in summary.stats.stages.items()}
     return summary.frames, summary.seconds, per_stage
 
@@ -71,8 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     params = dict((k, parse_scalar(v)) for k, _, v in (p.partition("=") for p in args.param))
-    config = build_config({}, engine=args.engine, engine_params=params,
-                          sections={"output": {"preset": args.preset}})
+    config = run_config(args.engine, settings=params, sections={"output": {"preset": args.preset}})
     with tempfile.TemporaryDirectory(prefix="seg-video-bench-") as tmp:
         folder = Path(tmp)
         clip = args.input or write_sample_clip(folder / "bench.mp4", seconds=args.frames / 30.0,

@@ -26,8 +26,8 @@ from typing import Any
 
 from _machine import machine_line
 
-from pipeline import batch
-from pipeline.sample import write_sample_clip
+from seg_video.cli import batch
+from seg_video.io.sample import write_sample_clip
 
 
 def timed_batch(inputs: Path, out: Path, options: list[str]) -> tuple[float, float]:

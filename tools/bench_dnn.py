@@ -28,11 +28,11 @@ import cv2
 import numpy as np
 import torch
 
-from engines.base import create_engine
-from engines.torch_common import TorchEngine
-from pipeline.sample import write_sample_clip
-from pipeline.types import Frame, Segmentation
-from pipeline.video_io import VideoSource
+from seg_video.core.types import Frame, Segmentation
+from seg_video.engines.base import create_engine
+from seg_video.engines.models.torch_common import TorchEngine
+from seg_video.io.sample import write_sample_clip
+from seg_video.io.video import VideoSource
 
 BACKENDS = ("opencv", "onnx", "torch")
 RUNTIMES = {"opencv": f"OpenCV DNN {cv2.__version__}", "onnx": "ONNX Runtime", "torch": f"PyTorch {torch.__version__}"}

@@ -27,14 +27,14 @@ from typing import Any
 
 import torch
 
-from engines.backends import missing
-from engines.base import create_engine
-from engines.torch_common import TorchEngine
-from pipeline.app import AnnotateJob
-from pipeline.config import build_config
-from pipeline.sample import write_sample_clip
-from pipeline.types import Frame
-from pipeline.video_io import VideoSource
+from seg_video.api import run_config
+from seg_video.core.types import Frame
+from seg_video.engines.base import create_engine
+from seg_video.engines.models.torch_common import TorchEngine
+from seg_video.engines.runners.choice import missing
+from seg_video.io.sample import write_sample_clip
+from seg_video.io.video import VideoSource
+from seg_video.jobs.annotate import AnnotateJob
 
 BACKENDS = ("torch", "torch-compiled", "onnx", "trt")
 
@@ -54,10 +54,10 @@ def end_to_end(engine: TorchEngine, name: str, params: dict[str, Any], clip: Pat
                output: Path) -> float:
     """Frames per second of the threaded pipeline with the loaded engine, after its first batch."""
     stamps: list[float] = []
-    config = build_config({}, engine=name, engine_params=params, sections={"pipeline": {"batch": batch},
-                                                                          "output": {"preset": "veryfast"}})
-    AnnotateJob(config, VideoSource(clip), output, on_frame=lambda _: stamps.append(time.perf_counter()),
-                engine=engine).run()
+    config = run_config(name, settings=params, sections={"pipeline": {"batch": batch},
+                                                         "output": {"preset": "veryfast"}})
+    AnnotateJob(config, VideoSource(clip), output, engine, owned=False,
+                on_frame=lambda _: stamps.append(time.perf_counter())).run()
     timed = stamps[batch:]
     return (len(timed) - 1) / (timed[-1] - timed[0]) if len(timed) > 1 else 0.0
 

@@ -25,20 +25,20 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from _machine import machine_line
 
-from engines.base import Engine, create_engine
-from pipeline.config import build_config
-from pipeline.live import LiveInput, paced
-from pipeline.live_app import LiveJob, LiveOptions
-from pipeline.runner import Policy
-from pipeline.sample import write_sample_clip
-from pipeline.types import ClassTable, Frame, Segmentation
-from pipeline.video_io import VideoSource
+from seg_video.api import run_config
+from seg_video.core.runner import Policy
+from seg_video.core.types import ClassTable, Frame, Segmentation
+from seg_video.engines.base import Engine, create_engine
+from seg_video.io.sample import write_sample_clip
+from seg_video.io.streams import LiveInput, paced
+from seg_video.io.video import VideoSource
+from seg_video.live.job import LiveJob, LiveOptions
 
 
 class PaddedEngine(Engine):
     """Another engine made to take `cost` seconds per call: it runs, then sleeps the rest of the time."""
 
-    name: ClassVar[str] = "padded"
+    name = "padded"
     kind: ClassVar[Literal["instance", "semantic"]] = "instance"
 
     def __init__(self, inner: Engine, cost: float) -> None:
@@ -72,7 +72,7 @@ def run_policy(policy: Policy, clip: Path, seconds: float, engine: str, cost: fl
         published.append((frame.captured_at, time.monotonic()))
 
     source = LiveInput(name=policy.value, frames=paced(VideoSource(clip)), policy=policy, fps=30.0)
-    job = LiveJob(build_config({}, engine=engine), [source], LiveOptions(), stop=threading.Event(),
+    job = LiveJob(run_config(engine), [source], LiveOptions(), stop=threading.Event(),
                   engine_factory=lambda: PaddedEngine(create_engine(engine), cost), on_frame=note)
     timer = threading.Timer(seconds, job.stop)
     timer.start()

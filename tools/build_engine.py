@@ -27,9 +27,10 @@ from typing import Any
 
 import torch
 
-from engines.backends import Profile, timing_cache_path
-from engines.base import EngineError, create_engine
-from engines.torch_common import TorchEngine
+from seg_video.core.errors import EngineError
+from seg_video.engines.base import create_engine
+from seg_video.engines.models.torch_common import TorchEngine
+from seg_video.engines.runners.plans import Profile, timing_cache_path
 
 
 def parse_shape(text: str) -> tuple[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
@@ -68,8 +69,8 @@ def build_from_onnx(path: Path, profile: Profile, precision: str, out: Path, tim
     import onnx
     import tensorrt as trt
 
-    from engines.graphs import graph_precision
-    from engines.trt_backend import build_plan, check_fast_fp16, write_atomically
+    from seg_video.engines.runners.graphs import graph_precision
+    from seg_video.engines.runners.trt import build_plan, check_fast_fp16, write_atomically
 
     found = graph_precision(onnx.load(str(path), load_external_data=False))
     if found != precision:

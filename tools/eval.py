@@ -34,7 +34,7 @@ from PIL import Image
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from pipeline.exports import LEGEND_FILE
+from seg_video.io.exports import LEGEND_FILE
 
 LabelMaps = dict[str, npt.NDArray[np.int64]]
 """Label maps by image name (file name without extension)."""

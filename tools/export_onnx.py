@@ -21,13 +21,15 @@ from typing import cast
 
 import onnx
 
-from engines.base import ENGINES, TORCHVISION_NEEDS, EngineError, create_engine
-from engines.cache import weights_sha256
-from engines.graphs import Precision, Sidecar
-from engines.onnx_ops import trt_operator_table, trt_problems
-from engines.torch_common import TorchEngine
+from seg_video.core.errors import EngineError
+from seg_video.engines.base import create_engine, engine_class, engines
+from seg_video.engines.cache import weights_sha256
+from seg_video.engines.models.torch_common import TorchEngine
+from seg_video.engines.runners.graphs import Precision, Sidecar
+from seg_video.engines.runners.onnx_ops import trt_operator_table, trt_problems
 
-NEURAL = [name for name, info in ENGINES.items() if info.needs == TORCHVISION_NEEDS]
+NEURAL = [name for name, info in engines().items()
+          if info.origin == "built in" and issubclass(engine_class(name), TorchEngine)]
 
 
 def export(name: str, out: Path, *, weights: str, precision: Precision, device: str) -> Sidecar:

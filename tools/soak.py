@@ -37,13 +37,14 @@ from typing import Any, TextIO
 
 from _machine import machine_line
 
-from pipeline.config import build_config
-from pipeline.live import LiveInput, LiveSettings, open_input, paced
-from pipeline.live_app import LiveJob, LiveOptions, output_paths
-from pipeline.runner import Policy
-from pipeline.sample import SampleScene
-from pipeline.types import Frame
-from pipeline.web import WebView
+from seg_video.api import run_config
+from seg_video.core.config import LiveSettings
+from seg_video.core.runner import Policy
+from seg_video.core.types import Frame
+from seg_video.io.sample import SampleScene
+from seg_video.io.streams import LiveInput, open_input, paced
+from seg_video.live.job import LiveJob, LiveOptions, output_paths
+from seg_video.live.web import WebView
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 MB = 1 << 20
@@ -223,7 +224,7 @@ def soak(inputs: list[LiveInput], engine: str, seconds: float, interval: float, 
     (up to `KEPT_SAMPLES`, evenly spread; `on_sample` sees each) and the verdict."""
     before, threads_before = process_usage(), set(threading.enumerate())
     outputs = output_paths(record, len(inputs)) if record else []
-    job = LiveJob(build_config({}, engine=engine), inputs, LiveOptions(serve=("127.0.0.1", 0), outputs=outputs),
+    job = LiveJob(run_config(engine), inputs, LiveOptions(serve=("127.0.0.1", 0), outputs=outputs),
                   stop=stop)
     assert job.web is not None
     capacity = {f"{i}:{name}": q.maxsize for i, stats in enumerate(job.run_stats) for name, q in stats.queues.items()}

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from engines.base import Engine
-from pipeline.types import Frame, Segmentation
+from seg_video.core.types import Frame, Segmentation
+from seg_video.engines.base import Engine
 
 
 def at_least(name: str, value: float, low: float) -> None:

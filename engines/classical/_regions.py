@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from pipeline.types import ClassTable, Segmentation, boxes_from_masks
+from seg_video.core.types import ClassTable, Segmentation, boxes_from_masks
 
 Polarity = Literal["auto", "bright", "dark"]
 """Which side of a grey threshold holds the objects; `auto`: the side that covers less of the frame."""

@@ -13,9 +13,9 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from engines.classical._common import MAX_KERNEL, FrameEngine, InstanceParams, at_least, between, odd_or_zero
-from engines.classical._regions import components, ellipse, segmentation, smooth
-from pipeline.types import ClassTable, Frame, Segmentation
+from seg_video.core.types import ClassTable, Frame, Segmentation
+from seg_video.engines.classical._common import MAX_KERNEL, FrameEngine, InstanceParams, at_least, between, odd_or_zero
+from seg_video.engines.classical._regions import components, ellipse, segmentation, smooth
 
 CLASSES = ClassTable(("region",))
 
@@ -50,6 +50,7 @@ class EdgesEngine(FrameEngine):
     """Regions enclosed by edges; score: solidity (area / convex-hull area) of each region."""
 
     name = "edges"
+    summary = "Sobel / Laplacian / Canny edges closed into filled regions"
     Params = EdgesParams
 
     def __init__(self, params: EdgesParams) -> None:

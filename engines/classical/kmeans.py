@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from engines.classical._common import FrameEngine, InstanceParams, at_least, between
-from engines.classical._regions import components, segmentation, shrink
-from pipeline.types import ClassTable, Frame, Segmentation
+from seg_video.core.types import ClassTable, Frame, Segmentation
+from seg_video.engines.classical._common import FrameEngine, InstanceParams, at_least, between
+from seg_video.engines.classical._regions import components, segmentation, shrink
 
 Pixels = npt.NDArray[np.float32]
 """Lab colours of the shrunk frame, h x w x 3 float32."""
@@ -47,6 +47,7 @@ class KMeansEngine(FrameEngine):
     distance to the nearest other centre), clipped to 0..1 (1: a flat colour well apart from the others)."""
 
     name = "kmeans"
+    summary = "colour clustering (k-means in Lab) at reduced resolution, one instance per cluster"
     Params = KMeansParams
 
     def __init__(self, params: KMeansParams) -> None:

@@ -12,9 +12,9 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from engines.classical._common import MAX_KERNEL, FrameEngine, InstanceParams, at_least, between
-from engines.classical._regions import components, ellipse, segmentation, shrink
-from pipeline.types import ClassTable, Frame, Segmentation
+from seg_video.core.types import ClassTable, Frame, Segmentation
+from seg_video.engines.classical._common import MAX_KERNEL, FrameEngine, InstanceParams, at_least, between
+from seg_video.engines.classical._regions import components, ellipse, segmentation, shrink
 
 CLASSES = ClassTable(("moving",))
 MOVING = 255
@@ -62,6 +62,7 @@ class MotionEngine(FrameEngine):
     marked as moving (clean-up fills holes and bridges gaps, so ragged or hollow detections score lower)."""
 
     name = "motion"
+    summary = "background subtraction (MOG2/KNN), one instance per moving object; real-time surveillance"
     Params = MotionParams
 
     def __init__(self, params: MotionParams) -> None:

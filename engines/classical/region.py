@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from engines.classical._common import FrameEngine, InstanceParams, between, odd_or_zero
-from engines.classical._regions import Grey, Polarity, components, grey, grey_classes, segmentation
-from pipeline.types import ClassTable, Frame, Segmentation
+from seg_video.core.types import ClassTable, Frame, Segmentation
+from seg_video.engines.classical._common import FrameEngine, InstanceParams, between, odd_or_zero
+from seg_video.engines.classical._regions import Grey, Polarity, components, grey, grey_classes, segmentation
 
 CLASSES = ClassTable(("object",))
 NEIGHBOURS = np.ones((3, 3), np.uint8)
@@ -37,6 +37,7 @@ class RegionEngine(FrameEngine):
     """Otsu foreground split among distance-transform peaks by `cv2.watershed`; score: solidity of each region."""
 
     name = "region"
+    summary = "watershed region growing from distance-transform markers; splits touching objects"
     Params = RegionParams
 
     def __init__(self, params: RegionParams) -> None:

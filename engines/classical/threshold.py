@@ -9,9 +9,18 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from engines.classical._common import MAX_KERNEL, FrameEngine, InstanceParams, at_least, between, odd_or_zero
-from engines.classical._regions import Grey, Labels, Polarity, components, ellipse, grey, grey_classes, segmentation
-from pipeline.types import ClassTable, Frame, Segmentation
+from seg_video.core.types import ClassTable, Frame, Segmentation
+from seg_video.engines.classical._common import MAX_KERNEL, FrameEngine, InstanceParams, at_least, between, odd_or_zero
+from seg_video.engines.classical._regions import (
+    Grey,
+    Labels,
+    Polarity,
+    components,
+    ellipse,
+    grey,
+    grey_classes,
+    segmentation,
+)
 
 
 @dataclass
@@ -49,6 +58,7 @@ class ThresholdEngine(FrameEngine):
     """Grey thresholding; score: solidity (area / convex-hull area) of each region."""
 
     name = "threshold"
+    summary = "grey-level thresholding (Otsu, mean/adaptive, multi-level) into connected regions"
     Params = ThresholdParams
 
     def __init__(self, params: ThresholdParams) -> None:

@@ -1,0 +1,87 @@
+"""`seg-video SOURCE… --display | --serve | --output`: the live run's command line (the live job:
+`seg_video.live.job`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+from pathlib import Path
+
+from seg_video.cli.options import run_config
+from seg_video.cli.report import (
+    EXIT_FAILED,
+    EXIT_SIGINT,
+    EXIT_SIGTERM,
+    PROG,
+    Terminated,
+    fail,
+    messages_to_stderr,
+    written,
+)
+from seg_video.core.errors import EngineError, StageFailed, UsageError
+from seg_video.core.text import one_line
+from seg_video.engines.base import create_engine
+from seg_video.io.paths import check_output
+from seg_video.io.streams import open_inputs, source_kind
+from seg_video.live.job import LiveJob, LiveOptions, output_paths
+from seg_video.live.web import parse_address
+from seg_video.live.window import DisplayError, check_display
+
+
+def run_live(args: argparse.Namespace, sources: list[str], output: str | None) -> int:
+    """Cameras, streams or several sources, segmented live into a window, a browser view and/or recordings."""
+    if not sources:
+        raise UsageError("give a SOURCE: a camera (0, /dev/video0), a stream URL or a video file")
+    if not (args.display or args.serve is not None or output):
+        raise UsageError("a live run needs somewhere to show or keep its pictures: --display, "
+                         "--serve [HOST:]PORT or --output FILE")
+    config = run_config(args)
+    engine = create_engine(config.engine, config.engine_params)  # settings checked before any output exists
+    outputs = output_paths(Path(output), len(sources)) if output else []
+    files = [Path(s).resolve() for s in sources if source_kind(s) == "file"]
+    for path in outputs:
+        check_output(path, overwrite=args.overwrite)
+        if path.resolve() in files:
+            raise UsageError(f"output {path} is an input file; choose another output path")
+    try:
+        serve = None if args.serve is None else parse_address(args.serve)
+        if args.token == "":
+            raise ValueError("--token must not be empty (it would admit anyone)")
+        if args.display:
+            check_display()
+    except (ValueError, DisplayError) as error:
+        raise UsageError(str(error)) from None
+    stop = threading.Event()
+    inputs = open_inputs(sources, config.live, policy=config.pipeline.policy, stop=stop, max_frames=args.max_frames)
+    job: LiveJob | None = None
+    try:  # a live source's outages and reconnects are always told; the engines' messages unless --quiet
+        with messages_to_stderr(quiet=args.quiet, quieted="seg_video.engines"):
+            try:
+                job = LiveJob(config, inputs, LiveOptions(display=args.display, serve=serve, token=args.token,
+                                                          outputs=outputs), stop=stop, engine=engine)
+            except OSError as error:
+                raise UsageError(f"cannot serve on {args.serve}: {one_line(error)}") from None
+            summary = job.run()
+    except StageFailed as failure:
+        if isinstance(failure.error, EngineError) and (job is None or job.frames_recorded == 0):
+            raise UsageError(str(failure.error)) from None
+        return fail(f"{failure}{_recorded(job, output)}", EXIT_FAILED)
+    except KeyboardInterrupt:
+        return fail(f"interrupted{_recorded(job, output)}", EXIT_SIGINT)
+    except Terminated:
+        return fail(f"terminated{_recorded(job, output)}", EXIT_SIGTERM)
+    finally:
+        for opened in inputs:
+            opened.close()
+    if not args.quiet:
+        for feed, recording in zip(summary.feeds, summary.recordings, strict=True):
+            kept = f" → {recording[0]} ({recording[1]} frames)" if recording is not None else ""
+            print(f"{PROG}: {feed.name}: {feed.frames} frames in {summary.seconds:.1f} s, {feed.line()}{kept}",
+                  file=sys.stderr)
+    return 0
+
+
+def _recorded(job: LiveJob | None, output: str | None) -> str:
+    """`; N frames written to FILE` after a live run that records, else nothing."""
+    return "" if job is None or output is None else f"; {written(job.frames_recorded, Path(output))}"

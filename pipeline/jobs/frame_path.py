@@ -1,0 +1,141 @@
+"""The frame path every job runs after capture: preprocess → infer → track → export → render → write, one thread
+each (`seg_video.core.runner`), every stage filling in its part of the frame's `Item`.
+
+The job hands in the parts it wants: the engine, a tracker, exports, a renderer. The last stage gives each finished
+item to the job's `FrameSink` (a video writer, a live feed, the iterator of `seg_video.segment`) and closes it at
+the end, however the run ends; without a renderer, the exports are written in that same stage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol
+
+from seg_video.core.rate import RateMeter
+from seg_video.core.stage import Stage
+from seg_video.core.text import one_line
+from seg_video.core.types import Item
+
+if TYPE_CHECKING:
+    from seg_video.engines.base import Engine
+    from seg_video.io.exports import Export
+    from seg_video.stages.render import Renderer
+    from seg_video.stages.track import Tracker
+
+log = logging.getLogger(__name__)
+
+
+class FrameSink(Protocol):
+    """Where the write stage hands each finished item, in frame order; closed once, in the write stage's thread."""
+
+    def write(self, item: Item) -> None:
+        """Take one finished item."""
+
+    def close(self) -> None:
+        """The run is over (ended, stopped or failed)."""
+
+
+class EngineRestarts:
+    """Replaces an engine that raised with a new, loaded one, up to `limit` times: a live run goes on."""
+
+    def __init__(self, make_engine: Callable[[], Engine], limit: int, source: str) -> None:
+        self._make_engine = make_engine
+        self.limit = limit
+        self.used = 0
+        self._source = source
+
+    def replace(self, failed: Engine, error: Exception, frame: int) -> Engine:
+        """A new engine in place of `failed` (closed, best effort), logged in one line; raises once `limit` is used."""
+        if self.used == self.limit:
+            raise RuntimeError(f"{one_line(error)} (after {self.limit} engine restarts)") from error
+        with contextlib.suppress(Exception):  # it already failed; its close may fail too
+            failed.close()
+        engine = self._make_engine()
+        engine.load()
+        self.used += 1
+        log.warning("%s: the engine failed at frame %d (%s); restarted it (%d of %d)", self._source, frame,
+                    one_line(error), self.used, self.limit)
+        return engine
+
+
+def build_stages(engine: Engine, sink: FrameSink, *, tracker: Tracker | None = None, renderer: Renderer | None = None,
+                 batch: int = 1, exports: Sequence[Export] = (), owned: bool = True,
+                 infer_timeout: float = 0.0, load_timeout: float = 0.0, restarts: EngineRestarts | None = None
+                 ) -> list[Stage]:
+    """The stages after capture, around one engine. `owned`: the run loads the engine in its infer thread and closes
+    it at the end; otherwise the caller loaded it and keeps it for more runs, so the run only resets it.
+    `infer_timeout`, `load_timeout`: the infer stage's watchdog limits in seconds (0: none; the load's covers the
+    first, warm-up call too). `restarts`: an engine that raises is replaced and the frames it was given are dropped,
+    instead of failing the run."""
+    meter = RateMeter()
+
+    def preprocess(items: list[Item]) -> list[Item]:
+        for item in items:
+            item.prepared = engine.prepare(item.frame)
+        return items
+
+    def infer(items: list[Item]) -> list[Item]:
+        nonlocal engine
+        try:
+            results = engine.infer([item.frame for item in items], [item.prepared for item in items])
+        except Exception as error:
+            if restarts is None:
+                raise
+            engine = restarts.replace(engine, error, items[0].index)
+            return []
+        for item, segmentation in zip(items, results, strict=True):
+            item.segmentation, item.prepared = segmentation, None  # the prepared input may hold device memory
+        return items
+
+    def follow(items: list[Item]) -> list[Item]:
+        assert tracker is not None  # staged only with a tracker
+        for item in items:
+            item.segmentation = tracker.update(item.result(), item.index)
+        return items
+
+    def export(items: list[Item]) -> list[Item]:
+        for item in items:
+            for target in exports:
+                target.write(item.frame, item.result())
+        return items
+
+    def render(items: list[Item]) -> list[Item]:
+        assert renderer is not None  # staged only with a renderer
+        for item in items:
+            item.rendered = renderer.render(item.frame.image, item.result(), fps=meter.tick())
+        return items
+
+    def write(items: list[Item]) -> list[Item]:
+        for item in items:
+            sink.write(item)
+        return []
+
+    def close_exports() -> None:
+        with contextlib.ExitStack() as closing:  # every output is closed, even after one fails to
+            for target in exports:
+                closing.callback(target.close)
+
+    def close_all() -> None:
+        with contextlib.ExitStack() as closing:
+            closing.callback(sink.close)
+            close_exports()
+
+    stages = [
+        Stage("preprocess", preprocess),
+        Stage("infer", infer, batch_size=batch, setup=engine.load if owned else engine.reset,
+              teardown=(lambda: engine.close()) if owned else None, timeout=infer_timeout or None,
+              setup_timeout=load_timeout or None),
+    ]
+    if tracker is not None:
+        stages.append(Stage("track", follow))
+    if renderer is not None:
+        if exports:
+            stages.append(Stage("export", export, teardown=close_exports))
+        stages += [Stage("render", render), Stage("write", write, teardown=sink.close)]
+    elif exports:  # the exports are the output: a frame counts as written once they have it
+        stages.append(Stage("export", lambda items: write(export(items)), teardown=close_all))
+    else:
+        stages.append(Stage("write", write, teardown=sink.close))
+    return stages

@@ -1,0 +1,215 @@
+"""The live job: cameras, streams (and files played as live) → segmented pictures in a window, a browser, a file.
+
+Each source gets its own pipeline (capture → preprocess → infer → track → render → publish, the stages of
+`seg_video.jobs.frame_path`) with its own engine and tracker, so stateful engines (background models) and track
+ids see one scene each.
+Under the live policy every queue holds one frame and the newest wins, so latency stays about one inference time
+plus one frame interval however long the run. The publish stage hands each rendered frame to the source's `Feed`
+(read by the window and the web view) and to its recording. All pipelines share one stop event: `q` in the
+window, Ctrl-C or a failing stage ends them all, and every recording is finalized.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from seg_video.core.errors import StageFailed
+from seg_video.core.runner import Policy, Runner, RunStats
+from seg_video.core.types import Frame, Item
+from seg_video.engines.base import Engine, create_engine
+from seg_video.io.streams import LiveInput, SourceState, source_kind
+from seg_video.io.video import VideoWriter
+from seg_video.jobs.frame_path import EngineRestarts, build_stages
+from seg_video.live.feed import Feed, FeedStats
+from seg_video.live.web import Address, WebView
+from seg_video.live.window import Window
+from seg_video.stages.render import Renderer
+from seg_video.stages.track import tracker_for
+
+if TYPE_CHECKING:
+    from seg_video.core.config import RunConfig
+
+
+@dataclass
+class LivePlan:
+    """What the command line asks of a live run: its sources and where the recording goes (if anywhere)."""
+
+    sources: list[str]
+    output: str | None
+
+
+def plan_live(positionals: Sequence[str], *, viewer: bool, output: str | None) -> LivePlan | None:
+    """Read the positional arguments: None for the plain file job `IN OUT`, else the live run's sources.
+
+    Without a viewer (window, web), two arguments whose second is a file are `IN OUT`: a file job when IN is a
+    file, a live recording when IN is a camera or stream. Any other shape makes every argument a source.
+    """
+    kinds = [source_kind(p) for p in positionals]
+    if not viewer and output is None and len(positionals) == 2 and kinds[1] == "file":
+        return None if kinds[0] == "file" else LivePlan([positionals[0]], positionals[1])
+    if not viewer and all(kind == "file" for kind in kinds) and len(positionals) <= 2:
+        return None
+    return LivePlan(list(positionals), output)
+
+
+def output_paths(output: Path, count: int) -> list[Path]:
+    """The recording of each of `count` sources: `output` itself for one, `name-0.mp4`, `name-1.mp4`… for more."""
+    if count == 1:
+        return [output]
+    return [output.with_name(f"{output.stem}-{i}{output.suffix}") for i in range(count)]
+
+
+@dataclass
+class LiveOptions:
+    """Where a live run's pictures go besides its feeds: a window, a web view, recordings (one per source)."""
+
+    display: bool = False
+    serve: Address | None = None
+    token: str | None = None
+    outputs: list[Path] = field(default_factory=list)
+    snapshot_dir: Path = Path(".")
+
+
+@dataclass
+class LiveSummary:
+    """What a finished (or stopped) live run did, per source."""
+
+    seconds: float
+    feeds: list[FeedStats]
+    recordings: list[tuple[Path, int] | None]
+    """Per source, in order: its recording's path and frame count, if it was recorded."""
+
+
+class _Publisher:
+    """A live pipeline's frame sink: each rendered frame to the source's feed, its recording and `on_frame`."""
+
+    def __init__(self, feed: Feed, state: SourceState, recorder: VideoWriter | None,
+                 on_frame: Callable[[Frame], None] | None) -> None:
+        self.feed = feed
+        self.recorder = recorder
+        self._state = state
+        self._on_frame = on_frame
+
+    def write(self, item: Item) -> None:
+        frame = item.output_frame()
+        self.feed.publish(frame)
+        if self.recorder is not None:
+            self.recorder.write(frame)
+        if self._on_frame is not None:
+            self._on_frame(frame)
+
+    def close(self) -> None:
+        self._state.status = "ended"
+        if self.recorder is not None:
+            self.recorder.close()
+
+
+class _Pipeline:
+    """One source's run: the frame path after capture, publishing into a feed and an optional recording."""
+
+    def __init__(self, source: LiveInput, engine: Engine, make_engine: Callable[[], Engine], config: RunConfig,
+                 stop: threading.Event, output: Path | None, on_frame: Callable[[Frame], None] | None) -> None:
+        live = source.policy is Policy.LIVE
+        self.source = source
+        self.recorder = None if output is None else VideoWriter(output, config.output, fps=source.fps)
+        restarts = config.live.engine_restarts
+        stats = RunStats()
+        self.feed = Feed(source.name, source.state, stats)
+        publisher = _Publisher(self.feed, source.state, self.recorder, on_frame)
+        # Live: one frame per queue and per inference call, so nothing waits behind stale frames.
+        stages = build_stages(engine, publisher, tracker=tracker_for(config.track, engine.kind),
+                              renderer=Renderer(config.render), batch=1 if live else config.pipeline.batch,
+                              infer_timeout=config.pipeline.infer_timeout, load_timeout=config.pipeline.load_timeout,
+                              restarts=EngineRestarts(make_engine, restarts, source.name) if restarts else None)
+        self.runner = Runner(source.frames, stages, queue_size=1 if live else config.pipeline.queue_size,
+                             policy=source.policy, stop_event=stop, stats=stats)
+        self.failure: StageFailed | None = None
+        self.finished = threading.Event()
+        """Set when `run` has returned (its recording finalized); see `Runner._thread` for why not `is_alive`."""
+
+    def run(self) -> None:
+        """Run to the end of the source or the stop; a failure stops every pipeline and is kept for the job."""
+        try:
+            self.runner.run()
+        except StageFailed as failure:
+            self.failure = failure
+            self.runner.stop()
+        finally:
+            self.finished.set()
+
+
+class LiveJob:
+    """Runs one pipeline per source, all stopped together, while the window (in this thread) and the web view show
+    them; `stop` is the event the sources were opened with. Each pipeline builds its engine with `engine_factory`
+    (default: the config's engine), the first source's being `engine` when given (built, not loaded: the run loads
+    and closes it). Binds the web view's port at once (`OSError`)."""
+
+    def __init__(self, config: RunConfig, sources: Sequence[LiveInput], options: LiveOptions, *,
+                 stop: threading.Event, engine: Engine | None = None,
+                 engine_factory: Callable[[], Engine] | None = None,
+                 on_frame: Callable[[Frame], None] | None = None) -> None:
+        if options.outputs and len(options.outputs) != len(sources):
+            raise ValueError(f"{len(options.outputs)} recordings for {len(sources)} sources")
+        make_engine = engine_factory or (lambda: create_engine(config.engine, config.engine_params))
+        outputs: Sequence[Path | None] = options.outputs or [None] * len(sources)
+        engines = [engine or make_engine()] + [make_engine() for _ in sources[1:]]
+        self.stop_event = stop
+        self._options = options
+        self._pipelines = [_Pipeline(source, own, make_engine, config, stop, output, on_frame)
+                           for source, own, output in zip(sources, engines, outputs, strict=True)]
+        self.feeds = [pipeline.feed for pipeline in self._pipelines]
+        self.web = None if options.serve is None else WebView(self.feeds, options.serve, token=options.token)
+
+    def run(self) -> LiveSummary:
+        """Run until every source ends, the window is closed (q/Esc) or `stop()`; raises `StageFailed`,
+        `KeyboardInterrupt`, or `DisplayError` when no window can open."""
+        started = time.perf_counter()
+        threads = [threading.Thread(target=p.run, name=f"live-{i}", daemon=True)
+                   for i, p in enumerate(self._pipelines)]
+
+        def running() -> bool:
+            return not all(pipeline.finished.is_set() for pipeline in self._pipelines)
+
+        try:
+            if self.web is not None:
+                self.web.start()
+            for thread in threads:
+                thread.start()
+            if self._options.display:
+                Window(self.feeds, snapshot_dir=self._options.snapshot_dir).run(running)
+                self.stop_event.set()
+            while running():
+                for pipeline in self._pipelines:
+                    pipeline.finished.wait(0.1)
+        finally:
+            self.stop_event.set()
+            for thread, pipeline in zip(threads, self._pipelines, strict=True):
+                if thread.ident is not None:  # started
+                    pipeline.finished.wait()
+            if self.web is not None:
+                self.web.close()
+        for pipeline in self._pipelines:
+            if pipeline.failure is not None:
+                raise pipeline.failure from pipeline.failure.error
+        return LiveSummary(seconds=time.perf_counter() - started, feeds=[f.stats() for f in self.feeds],
+                           recordings=[None if p.recorder is None else (p.recorder.path, p.recorder.frames_written)
+                                       for p in self._pipelines])
+
+    def stop(self) -> None:
+        """End the run from any thread: sources stop, stages finish, recordings are finalized."""
+        self.stop_event.set()
+
+    @property
+    def frames_recorded(self) -> int:
+        """Frames in all recordings so far."""
+        return sum(p.recorder.frames_written for p in self._pipelines if p.recorder is not None)
+
+    @property
+    def run_stats(self) -> list[RunStats]:
+        """Each source's pipeline counters (its queues included), readable while the run goes: for soak tests."""
+        return [p.runner.stats for p in self._pipelines]
