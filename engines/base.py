@@ -143,7 +143,7 @@ class EngineInfo:
 
 
 def engines() -> dict[str, EngineInfo]:
-    """Every engine by name: seg-video's own first (in pyproject order), then plugins and in-process registrations.
+    """Every engine by name: seg-video's own first, then plugins, then in-process registrations.
     A name claimed twice goes to seg-video's own engine, then to the first plugin found."""
     own: dict[str, EngineInfo] = {}
     plugins: dict[str, EngineInfo] = {}

@@ -72,10 +72,7 @@ def segment(source: str | Path | int, engine: str | Engine | None = None, *, con
     `MediaError` for a source that cannot be opened, `ConfigError`/`EngineError` for bad settings, and while
     iterating `StageFailed` if a stage fails.
     """
-    chosen = run_config(engine, config, settings)
-    owned = not isinstance(engine, Engine)
-    running = create_engine(chosen.engine, chosen.engine_params) if owned else engine
-    assert isinstance(running, Engine)
+    chosen, running, owned = _engine_for_run(engine, config, settings)
     return segments(source, chosen, running, owned=owned, max_frames=max_frames)
 
 
@@ -89,10 +86,7 @@ def annotate(source: str | Path, output: str | Path | None = None, engine: str |
     replaced only with `overwrite`. A run that fails part-way (`StageFailed`) or is interrupted finalizes what it
     wrote.
     """
-    chosen = run_config(engine, config, settings)
-    owned = not isinstance(engine, Engine)
-    running = create_engine(chosen.engine, chosen.engine_params) if owned else engine
-    assert isinstance(running, Engine)
+    chosen, running, owned = _engine_for_run(engine, config, settings)
     job = annotation_job(Path(source), _path(output), chosen, running, owned=owned, coco=_path(coco),
                          masks_dir=_path(masks_dir), overwrite=overwrite, max_frames=max_frames)
     return job.run()
@@ -102,6 +96,16 @@ def draw(image: npt.NDArray[np.uint8], segmentation: Segmentation, **render_sett
     """`image` (BGR) with `segmentation` drawn over it (masks, outlines, boxes, labels; label maps with a legend), as
     a new picture; `render_settings` are the `[render]` table's (`alpha`, `boxes`, `labels`, …)."""
     return Renderer(from_mapping(RenderSettings, render_settings, "render")).render(image, segmentation)
+
+
+def _engine_for_run(engine: str | Engine | None, config: Config, settings: Mapping[str, Any]
+                    ) -> tuple[RunConfig, Engine, bool]:
+    """The run's settings and its engine: the one given (loaded, the caller's), or one built by name that the run
+    will load and close (owned: True)."""
+    chosen = run_config(engine, config, settings)
+    if isinstance(engine, Engine):
+        return chosen, engine, False
+    return chosen, create_engine(chosen.engine, chosen.engine_params), True
 
 
 def _path(value: str | Path | None) -> Path | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -67,13 +68,24 @@ def test_segment_yields_every_frame_in_order_tracked(sample_clip: Path) -> None:
     assert len({int(i) for _, seg in seen for i in seg.track_ids}) < 10  # ids persist, not one per detection
 
 
+def open_files() -> set[str]:
+    """Where this process's file descriptors point now."""
+    found = set()
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):  # the listing's own descriptor is gone by now
+            found.add(os.readlink(fd))
+    return found
+
+
 def test_breaking_out_of_the_loop_stops_every_thread_within_a_second(sample_clip: Path) -> None:
     before = pipeline_threads()
     for frame, _ in seg_video.segment(str(sample_clip), engine="motion"):
         if frame.index == 3:
             assert len(pipeline_threads()) > len(before) + 4  # capture, preprocess, infer, track, write, runner
+            assert str(sample_clip) in open_files()
             break
     assert wait_for_no_threads(before, 1.0) < 1.0
+    assert str(sample_clip) not in open_files()  # the source released
 
 
 def test_close_stops_a_held_iterator_and_ends_it(sample_clip: Path) -> None:

@@ -80,25 +80,33 @@ def main(argv: Sequence[str]) -> int:
         print(f"{PROG}: {manifest.path}: {manifest.unreadable} unreadable line(s) ignored", file=sys.stderr)
     started = time.perf_counter()
     code = 0
-    where = ["no workers (nothing to do)"]
-
-    def make_pool(pending: int) -> Pool:
-        pool, where[0] = choose_pool(config, pending, workers=args.workers, ray=args.ray)
-        return pool
-
+    pools = PoolChoice(config, workers=args.workers, ray=args.ray)
     try:
-        batch.run(make_pool, lambda workers: BatchProgress(batch.entries, workers, quiet=args.quiet))
+        batch.run(pools, lambda workers: BatchProgress(batch.entries, workers, quiet=args.quiet))
     except KeyboardInterrupt:
         code = EXIT_SIGINT
     except Terminated:
         code = EXIT_SIGTERM
     if not args.quiet:
-        print(summary_table(batch.entries, time.perf_counter() - started, where[0], manifest.path), file=sys.stderr)
+        print(summary_table(batch.entries, time.perf_counter() - started, pools.where, manifest.path), file=sys.stderr)
     if code:
         print(f"{PROG}: error: {'interrupted' if code == EXIT_SIGINT else 'terminated'}; "
               "finished videos are kept, the next run does the rest", file=sys.stderr)
         return code
     return EXIT_FAILED if any(entry.status == "failed" for entry in batch.entries) else 0
+
+
+class PoolChoice:
+    """Makes the pool the options ask for once the batch knows how many videos it has, and remembers its name."""
+
+    def __init__(self, config: RunConfig, *, workers: int | None, ray: str | None) -> None:
+        self._config, self._workers, self._ray = config, workers, ray
+        self.where = "no workers (nothing to do)"
+        """The pool in words, for the summary."""
+
+    def __call__(self, pending: int) -> Pool:
+        pool, self.where = choose_pool(self._config, pending, workers=self._workers, ray=self._ray)
+        return pool
 
 
 def choose_pool(config: RunConfig, pending: int, *, workers: int | None, ray: str | None) -> tuple[Pool, str]:

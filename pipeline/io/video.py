@@ -53,6 +53,8 @@ CUT_SHORT = 1.0
 """Seconds of video missing at the end (against the stream's stated duration) that make a quiet stop an error."""
 SAME_TIME = 2e-3
 """Seconds within which two timestamps count as the same instant (millisecond time bases round by up to 1 ms)."""
+VANISHED = "the file was deleted or moved, or its folder removed, while it was written"
+"""Why writing stops when the output is no longer where it was opened."""
 _TS_NEGATIVE = 0x40000
 """AVFMT_TS_NEGATIVE: the container format can store negative timestamps (MP4/MOV edit lists)."""
 AUDIO_COPY: dict[str, frozenset[str]] = {
@@ -280,6 +282,8 @@ class VideoSink:
                 self._audio = _AudioCarrier.open(Path(audio_from), self._output)
             self._output.start_encoding()  # fail here, not at the first frame, if the file cannot be written
             self._identity = _identity(self.path)
+            if self._identity is None:  # gone already: removed (or its folder) while it was being opened
+                raise WriteError(f"cannot write {self.path}: {VANISHED}")
         except BaseException as error:
             self._release()
             if isinstance(error, (av.FFmpegError, OSError, ValueError)):
@@ -320,8 +324,7 @@ class VideoSink:
         picture.pts, picture.time_base = pts, self.time_base
         if _identity(self.path) != self._identity:
             self._failed = True
-            raise WriteError(f"cannot write {self.path}: the file was deleted or moved, or its folder removed, "
-                             "while it was written")
+            raise WriteError(f"cannot write {self.path}: {VANISHED}")
         try:
             self._output.mux(self._video.encode(picture))
             if self._last_pts is not None:
