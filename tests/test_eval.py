@@ -112,6 +112,11 @@ def test_a_results_list_and_renamed_categories(tool: ModuleType, tmp_path: Path)
     renumbered = tmp_path / "renumbered.json"
     renumbered.write_text(json.dumps(dataset))
     assert tool.evaluate(renumbered, gt)["box"]["per_class"] == pytest.approx({"cat": 0.0, "dog": 1.0})
+    dataset["categories"] = [{"id": 7, "name": "Dog"}]  # no predicted class is a ground-truth class: refused
+    renumbered.write_text(json.dumps(dataset))
+    with pytest.raises(tool.EvalError, match=r"no predicted class is a ground-truth class .* predicted Dog; ground "
+                                             r"truth cat, dog"):
+        tool.evaluate(renumbered, gt)
 
 
 def test_coco_predictions_against_label_maps(tool: ModuleType, tmp_path: Path) -> None:

@@ -271,13 +271,15 @@ def test_bad_inputs_raise_media_error_with_one_line(tmp_path: Path, make: Callab
     assert str(raised.value) == message.format(path=path)
 
 
-@pytest.mark.parametrize(("name", "reason"), [("missing/out.mp4", "No such file or directory"),
-                                              ("out.unknownext", "Could not determine output format")])
-def test_unwritable_outputs_raise_write_error_naming_the_path(tmp_path: Path, name: str, reason: str) -> None:
+@pytest.mark.parametrize(("name", "message"), [
+    ("missing/out.mp4", "cannot write {path}: No such file or directory"),
+    ("out.unknownext", "cannot write video into a .unknownext file: {path} (seg-video writes .mp4, .m4v, .mov, .mkv, "
+                       ".avi, .ts, .webm, .gif)")])
+def test_unwritable_outputs_raise_write_error_naming_the_path(tmp_path: Path, name: str, message: str) -> None:
     path = tmp_path / name
     with pytest.raises(WriteError) as raised:
         VideoSink(path, width=64, height=48, time_base=Fraction(1, 30), fps=30.0, settings=EncoderSettings())
-    assert str(raised.value) == f"cannot write {path}: {reason}"
+    assert str(raised.value) == message.format(path=path)
     assert not path.exists()
 
 
@@ -287,7 +289,7 @@ def test_unwritable_outputs_raise_write_error_naming_the_path(tmp_path: Path, na
     (EncoderSettings(preset="warp"), "preset must be one of"),
     (EncoderSettings(codec="no-such-codec"), "not an encoder"),
     (EncoderSettings(codec="aac"), "not a video one"),
-    (EncoderSettings(pix_fmt="pal8"), "pix_fmt 'pal8'"),
+    (EncoderSettings(codec="libx264", pix_fmt="pal8"), "pix_fmt 'pal8'"),
 ])
 def test_encoder_settings_validate(settings: EncoderSettings, complaint: str) -> None:
     with pytest.raises(ValueError, match=complaint):

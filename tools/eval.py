@@ -147,6 +147,12 @@ def _results_for(data: Any, truth: COCO) -> list[dict[str, Any]]:
     category_ids = {category["name"]: category["id"] for category in truth.dataset["categories"]}
     images = {image["id"]: image_ids.get(Path(image["file_name"]).stem) for image in data.get("images", [])}
     categories = {c["id"]: category_ids.get(c["name"]) for c in data.get("categories", [])}
+    names = {c["id"]: c["name"] for c in data.get("categories", [])}
+    used = {names.get(annotation["category_id"], f"id {annotation['category_id']}")
+            for annotation in data["annotations"]}
+    if used and not used & set(category_ids):
+        raise EvalError(f"no predicted class is a ground-truth class (categories match by name): predicted "
+                        f"{', '.join(sorted(used)[:8])}; ground truth {', '.join(sorted(category_ids)[:8])}")
     results = []
     for annotation in data["annotations"]:
         image, category = images.get(annotation["image_id"]), categories.get(annotation["category_id"])

@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
 
 from seg_video.core.errors import UsageError
+from seg_video.core.text import one_line
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts",
                             ".m2ts", ".flv", ".wmv", ".3gp", ".ogv"})
@@ -41,7 +42,7 @@ def _expand(spec: str, base: Path, out: Path, *, lists: bool) -> Iterator[tuple[
                     and not any(part.startswith(".") for part in relative.parts) and not _under(found, out)):
                 yield found, PurePosixPath(relative.as_posix())
     elif path.is_file() and lists and path.suffix.lower() == ".txt":
-        for line in path.read_text(encoding="utf-8").splitlines():
+        for line in _list_lines(path):
             if line.strip() and not line.lstrip().startswith("#"):
                 yield from _expand(line.strip(), path.parent, out, lists=False)
     elif path.is_file():
@@ -61,3 +62,13 @@ def _expand(spec: str, base: Path, out: Path, *, lists: bool) -> Iterator[tuple[
 
 def _under(path: Path, folder: Path) -> bool:
     return path.resolve().is_relative_to(folder)
+
+
+def _list_lines(path: Path) -> list[str]:
+    """The lines of a `.txt` list of inputs; `UsageError` naming it when it cannot be read as UTF-8 text."""
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        raise UsageError(f"the list {path} is not UTF-8 text (byte {error.start} cannot be read)") from None
+    except OSError as error:
+        raise UsageError(f"cannot read the list {path}: {one_line(error)}") from None

@@ -19,8 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import cv2
 
-from seg_video.batch.messages import POLL_SECONDS, Task, Update
-from seg_video.batch.worker import BatchWorker
+from seg_video.batch.messages import POLL_SECONDS, MakeWorker, Task, Update
 from seg_video.core.errors import EngineError
 
 if TYPE_CHECKING:
@@ -37,9 +36,10 @@ class LocalPool:
     codecs' own threads come on top); with GPUs, worker k sees only GPU k mod `gpus`.
     """
 
-    def __init__(self, config: RunConfig, size: int, *, gpus: int = 0) -> None:
+    def __init__(self, config: RunConfig, size: int, *, make_worker: MakeWorker, gpus: int = 0) -> None:
         self.names = [f"worker {slot + 1}" for slot in range(size)]
         self._config = config
+        self._make_worker = make_worker
         self._gpus = gpus
         self._threads = max(1, available_cpus() // size)
         self._context = multiprocessing.get_context("spawn")
@@ -103,7 +103,8 @@ class LocalPool:
     def _spawn(self, slot: int) -> None:
         ours, theirs = self._context.Pipe()
         gpu = slot % self._gpus if self._gpus else None
-        process = self._context.Process(target=serve, args=(theirs, self._config, self.names[slot], self._threads, gpu),
+        args = (theirs, self._make_worker, self._config, self.names[slot], self._threads, gpu)
+        process = self._context.Process(target=serve, args=args,
                                         name=f"seg-video {self.names[slot]}", daemon=True)
         process.start()
         theirs.close()
@@ -154,7 +155,8 @@ def available_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def serve(pipe: Connection, config: RunConfig, name: str, threads: int, gpu: int | None) -> None:
+def serve(pipe: Connection, make_worker: MakeWorker, config: RunConfig, name: str, threads: int,
+          gpu: int | None) -> None:
     """A local worker process: load the engine, then annotate each task received until told to stop.
 
     Ctrl-C is left to the batch, which stops its workers with SIGTERM; a worker whose batch is gone (the pipe broke)
@@ -167,7 +169,7 @@ def serve(pipe: Connection, config: RunConfig, name: str, threads: int, gpu: int
     cv2.setNumThreads(threads)
     try:
         try:
-            worker = BatchWorker(config, name)
+            worker = make_worker(config, name)
         except Exception as error:  # noqa: BLE001 - told to the batch, which stops with it
             pipe.send(("fatal", f"{name} cannot load the {config.engine} engine: {error}"))
             return

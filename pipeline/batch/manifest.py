@@ -17,8 +17,10 @@ from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any, Literal
 
 from seg_video.batch.messages import Result, Task
-from seg_video.core.errors import UsageError
+from seg_video.core.errors import UsageError, WriteError
+from seg_video.core.text import one_line
 from seg_video.engines.cache import cache_key, file_sha256
+from seg_video.io.paths import OutputGuard
 
 if TYPE_CHECKING:
     from seg_video.core.config import RunConfig
@@ -69,9 +71,15 @@ class Entry:
         for kind in self.outputs:
             _remove(self.temporary(kind))
 
-    def commit(self) -> None:
-        """Rename each temporary output to its final name, replacing an earlier run's."""
+    def commit(self, guard: OutputGuard) -> None:
+        """Rename each temporary output to its final name, replacing an earlier run's (never an input, nor a folder
+        holding one: `guard`; `WriteError` then)."""
         for kind, final in self.outputs.items():
+            source = guard.holds_input(final) if kind == "masks" else None
+            if source is not None:
+                raise WriteError(f"cannot replace {final}: it holds the input {source}")
+            if kind != "masks":
+                guard.check(final)
             if final.is_dir():
                 shutil.rmtree(final)
             os.replace(self.temporary(kind), final)
@@ -87,22 +95,33 @@ def _remove(path: Path) -> None:
 class Manifest:
     """`DIR/manifest.jsonl`: a JSON object per line, appended as videos finish; the last line for a name wins."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, guard: OutputGuard) -> None:
+        """Read `path` line by line; a line that is not a whole, well-formed record (the torn last line of a killed
+        run, damage) is skipped and counted in `unreadable`: its video is done again."""
         self.path = path
+        self.guard = guard
+        """The check every file the batch writes or renames into place goes through."""
         self.records: dict[str, dict[str, Any]] = {}
         self.unreadable = 0
         self._file: IO[str] | None = None
-        if path.is_file():
-            for line in path.read_text(encoding="utf-8").splitlines():
-                try:
-                    record = json.loads(line)
-                    self.records[record["name"]] = record
-                except (ValueError, TypeError, KeyError):  # the torn last line of a killed run, or damage
-                    self.unreadable += 1
+        if not path.is_file():
+            return
+        try:
+            lines = path.read_bytes().splitlines()
+        except OSError as error:
+            raise UsageError(f"cannot read the manifest {path}: {one_line(error)}") from None
+        for line in lines:
+            record = _record(line)
+            if record is None:
+                self.unreadable += bool(line.strip())
+            else:
+                self.records[record["name"]] = record
 
     def open(self) -> None:
         """Rewrite the file with one line per name (to a temporary file, renamed over it), then open it to append."""
         temporary = self.path.with_name(PARTIAL + self.path.name)
+        self.guard.check(temporary)
+        self.guard.check(self.path)
         with open(temporary, "w", encoding="utf-8") as file:
             file.writelines(_line(record) for record in self.records.values())
             file.flush()
@@ -126,7 +145,33 @@ class Manifest:
 
 
 def _line(record: Mapping[str, Any]) -> str:
-    return json.dumps(record, ensure_ascii=False) + "\n"
+    """One record as a line of ASCII (so a torn line never splits a character)."""
+    return json.dumps(record, ensure_ascii=True) + "\n"
+
+
+RECORD_FIELDS: dict[str, tuple[type, ...]] = {
+    "name": (str,), "status": (str,), "config": (str,), "size": (int,), "mtime_ns": (int,), "frames": (int,),
+    "attempts": (int,), "sha256": (str, type(None)), "reason": (str, type(None)),
+}
+"""The fields a re-run reads from a record, and the types they must have."""
+
+
+def _record(line: bytes) -> dict[str, Any] | None:
+    """The record on a manifest line, or None when the line is not one (undecodable, not JSON, a field missing or
+    of the wrong type, an unknown status, a failure without its reason)."""
+    try:
+        record = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    if not isinstance(record, dict):
+        return None
+    for field, types in RECORD_FIELDS.items():
+        value = record.get(field)
+        if not isinstance(value, types) or isinstance(value, bool):
+            return None
+    if record["status"] not in ("done", "failed", "skipped") or min(record["size"], record["attempts"]) < 0:
+        return None
+    return None if record["status"] == "failed" and record["reason"] is None else record
 
 
 def fingerprint(config: RunConfig, kinds: Sequence[Kind]) -> str:

@@ -1,11 +1,15 @@
 """What the batch and its workers tell each other, whichever kind of pool runs them (local processes:
 `seg_video.batch.local_pool`; Ray actors: `seg_video.batch.ray_pool`): the task a worker gets, the result and news
-it sends back, and the `Pool` interface the batch drives."""
+it sends back, the `Worker` every pool runs and the `Pool` interface the batch drives."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from seg_video.core.config import RunConfig
 
 POLL_SECONDS = 0.25
 """How often the batch looks for news from its workers and redraws its progress."""
@@ -64,3 +68,20 @@ class Pool(Protocol):
 
     def abort(self) -> None:
         """Stop every worker now, mid-video too (Ctrl-C)."""
+
+
+class Worker(Protocol):
+    """What a pool runs in each of its processes or actors (`seg_video.batch.worker.BatchWorker`): made with the run's
+    settings and a name, it loads the engine once, then annotates one task after another."""
+
+    name: str
+
+    def annotate(self, task: Task, on_frame: Callable[[int], None] | None = None) -> Result:
+        """Run one task; a failure of the video is the result's `error`, not an exception."""
+
+    def close(self) -> None:
+        """Release the engine."""
+
+
+MakeWorker = Callable[["RunConfig", str], Worker]
+"""How a pool makes its workers (a class, so that it travels to other processes by name)."""

@@ -12,8 +12,7 @@ from typing import TYPE_CHECKING, Any
 import ray
 from ray.exceptions import GetTimeoutError, RayError, RayTaskError
 
-from seg_video.batch.messages import Result, Task, Update
-from seg_video.batch.worker import BatchWorker
+from seg_video.batch.messages import MakeWorker, Result, Task, Update, Worker
 from seg_video.core.errors import EngineError
 
 if TYPE_CHECKING:
@@ -24,22 +23,23 @@ FRAMES_TIMEOUT = 1.0
 
 
 class RayWorker:
-    """A Ray actor around a `BatchWorker`; a second thread answers `frames` while `annotate` runs."""
+    """A Ray actor around a worker; a second thread answers `frames` while `annotate` runs."""
 
-    def __init__(self, config: RunConfig, name: str) -> None:
+    def __init__(self, make_worker: MakeWorker, config: RunConfig, name: str) -> None:
+        self._make_worker = make_worker
         self._config = config
         self._name = name
-        self._worker: BatchWorker | None = None
+        self._worker: Worker | None = None
         self._frames = 0
 
     def load(self) -> str:
         """Load the engine (outside the constructor, so a failure reaches the caller as the exception it is);
         returns the worker's name, with the node it runs on."""
-        self._worker = BatchWorker(self._config, f"{self._name} ({ray.util.get_node_ip_address()})")
+        self._worker = self._make_worker(self._config, f"{self._name} ({ray.util.get_node_ip_address()})")
         return self._worker.name
 
     def annotate(self, task: Task) -> Result:
-        """Annotate one video (see `BatchWorker.annotate`)."""
+        """Annotate one video (see `Worker.annotate`)."""
         assert self._worker is not None, "load() first"
         self._frames = 0
         return self._worker.annotate(task, on_frame=self._count)
@@ -59,7 +59,8 @@ class RayPool:
     cluster has, so every actor can be placed).
     """
 
-    def __init__(self, config: RunConfig, address: str, size: int | None, *, pending: int, gpu: bool) -> None:
+    def __init__(self, config: RunConfig, address: str, size: int | None, *, make_worker: MakeWorker, pending: int,
+                 gpu: bool) -> None:
         self._owned = not ray.is_initialized()
         if self._owned:
             ray.init(address=None if address == "auto" else address, include_dashboard=False)
@@ -68,6 +69,7 @@ class RayPool:
         count = max(1, min(size or int(gpus or cpus), pending))
         self.names = [_label(slot) for slot in range(count)]
         self._config = config
+        self._make_worker = make_worker
         self._actor_class = ray.remote(RayWorker).options(
             num_cpus=min(1.0, cpus / count), num_gpus=min(1.0, gpus / count), max_concurrency=2)
         self._actors: list[Any] = [None] * count
@@ -76,7 +78,7 @@ class RayPool:
     def start(self) -> None:
         """Create the actors, and wait while they load their engines (all at once)."""
         for slot in range(len(self.names)):
-            self._actors[slot] = self._actor_class.remote(self._config, _label(slot))
+            self._actors[slot] = self._actor_class.remote(self._make_worker, self._config, _label(slot))
         loading = [actor.load.remote() for actor in self._actors]  # all at once
         for slot, ref in enumerate(loading):
             self._loaded(slot, ref)
@@ -107,7 +109,7 @@ class RayPool:
     def restart(self, slot: int) -> None:
         """Replace the slot's lost actor."""
         ray.kill(self._actors[slot], no_restart=True)
-        self._actors[slot] = self._actor_class.remote(self._config, _label(slot))
+        self._actors[slot] = self._actor_class.remote(self._make_worker, self._config, _label(slot))
         self._loaded(slot, self._actors[slot].load.remote())
 
     def close(self) -> None:

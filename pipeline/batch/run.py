@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Protocol
 from seg_video.batch.inputs import collect_inputs
 from seg_video.batch.manifest import MANIFEST, Entry, Kind, Manifest, fingerprint, plan, record_of
 from seg_video.batch.messages import POLL_SECONDS, Pool, Result
-from seg_video.core.errors import UsageError
+from seg_video.core.errors import UsageError, WriteError
+from seg_video.io.paths import OutputGuard
 
 if TYPE_CHECKING:
     from seg_video.core.config import RunConfig
@@ -110,8 +111,8 @@ def _settle(entry: Entry, result: Result, manifest: Manifest, out: Path, config_
         return
     manifest.append(record_of(entry, out, config_hash, result))
     try:
-        entry.commit()
-    except OSError as error:
+        entry.commit(manifest.guard)
+    except (OSError, WriteError) as error:
         entry.discard()
         entry.status, entry.reason = "failed", f"cannot rename the outputs into place: {error}"
         manifest.append(record_of(entry, out, config_hash, result))
@@ -136,7 +137,11 @@ class Batch:
         out.mkdir(parents=True, exist_ok=True)
         self.out = out
         self.max_attempts = max_attempts
-        self.manifest = Manifest(out / MANIFEST)
+        guard = OutputGuard(path for path, _ in items)
+        refusal = guard.refusal(out / MANIFEST)
+        if refusal is not None:
+            raise UsageError(f"cannot keep the manifest {out / MANIFEST}: {refusal}")
+        self.manifest = Manifest(out / MANIFEST, guard)
         self.config_hash = fingerprint(config, kinds)
         self.entries = plan(items, out, kinds, self.manifest, self.config_hash, max_attempts=max_attempts,
                             overwrite=overwrite)

@@ -14,6 +14,7 @@ from seg_video.batch.messages import Result, Task
 from seg_video.core.errors import DecodeError, MediaError, StageFailed
 from seg_video.engines.base import create_engine, engine_class
 from seg_video.engines.cache import file_sha256
+from seg_video.io.paths import OutputGuard
 from seg_video.io.video import VideoSource
 from seg_video.jobs.annotate import AnnotateJob, annotation_exports
 
@@ -37,9 +38,10 @@ class BatchWorker:
         try:
             digest = file_sha256(Path(task.input))
             source = VideoSource(task.input)
-            exports = annotation_exports(self.config, source, coco=_path(task.coco), masks_dir=_path(task.masks))
+            guard = OutputGuard([Path(task.input)])
+            exports = annotation_exports(self.config, source, guard, coco=_path(task.coco), masks_dir=_path(task.masks))
             job = AnnotateJob(self.config, source, _path(task.video), self.engine, owned=False, exports=exports,
-                              on_frame=on_frame)
+                              on_frame=on_frame, guard=guard)
             job.run()
             error = None
         except StageFailed as failure:

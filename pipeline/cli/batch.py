@@ -13,9 +13,9 @@ from seg_video.batch.local_pool import LocalPool, available_cpus
 from seg_video.batch.manifest import Entry, Kind
 from seg_video.batch.messages import Pool
 from seg_video.batch.run import Batch, check_workers
-from seg_video.batch.worker import uses_gpu
+from seg_video.batch.worker import BatchWorker, uses_gpu
 from seg_video.cli.batch_progress import BatchProgress
-from seg_video.cli.options import OneLineParser, run_config
+from seg_video.cli.options import OneLineParser, add_engine_options, run_config
 from seg_video.cli.options import build_parser as single_video_parser
 from seg_video.cli.report import EXIT_FAILED, EXIT_SIGINT, EXIT_SIGTERM, PROG, Terminated
 from seg_video.core.config import RunConfig
@@ -41,8 +41,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="output folder: outputs mirror the input names, plus manifest.jsonl")
     parser.add_argument("-e", "--engine", help="segmentation engine (default: motion; see seg-video --list-engines)")
     parser.add_argument("-c", "--config", metavar="FILE|PRESET", help="TOML config file or preset name")
-    parser.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
-                        help="a setting of the engine, e.g. --param device=cuda (repeatable)")
     parser.add_argument("--set", action="append", default=[], metavar="TABLE.KEY=VALUE",
                         help="a pipeline/render/output/track setting, e.g. --set output.crf=28 (repeatable)")
     parser.add_argument("-w", "--workers", type=int, metavar="N",
@@ -60,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace files in DIR named like an output that no earlier batch there wrote")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress and no summary")
+    add_engine_options(parser, "engine settings (as for one video)")
     return parser
 
 
@@ -119,7 +118,7 @@ def choose_pool(config: RunConfig, pending: int, *, workers: int | None, ray: st
             from seg_video.batch.ray_pool import RayPool
         except ImportError:
             raise UsageError("--ray needs Ray: pip install 'seg-video[ray]'") from None
-        ray_pool = RayPool(config, ray, workers, pending=pending, gpu=gpu)
+        ray_pool = RayPool(config, ray, workers, make_worker=BatchWorker, pending=pending, gpu=gpu)
         return ray_pool, f"Ray ({len(ray_pool.names)} actors)"
     gpus = 0
     if gpu:
@@ -127,7 +126,7 @@ def choose_pool(config: RunConfig, pending: int, *, workers: int | None, ray: st
 
         gpus = torch.cuda.device_count()
     size = max(1, min(workers or gpus or available_cpus(), pending))
-    return LocalPool(config, size, gpus=gpus), f"{size} local worker{'s' * (size > 1)}"
+    return LocalPool(config, size, make_worker=BatchWorker, gpus=gpus), f"{size} local worker{'s' * (size > 1)}"
 
 
 def summary_table(entries: Sequence[Entry], seconds: float, where: str, manifest: Path) -> str:

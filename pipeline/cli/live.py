@@ -22,8 +22,9 @@ from seg_video.cli.report import (
 from seg_video.core.errors import EngineError, StageFailed, UsageError
 from seg_video.core.text import one_line
 from seg_video.engines.base import create_engine
-from seg_video.io.paths import check_output
+from seg_video.io.paths import OutputGuard, check_output
 from seg_video.io.streams import open_inputs, source_kind
+from seg_video.io.video import output_plan
 from seg_video.live.job import LiveJob, LiveOptions, output_paths
 from seg_video.live.web import parse_address
 from seg_video.live.window import DisplayError, check_display
@@ -39,11 +40,10 @@ def run_live(args: argparse.Namespace, sources: list[str], output: str | None) -
     config = run_config(args)
     engine = create_engine(config.engine, config.engine_params)  # settings checked before any output exists
     outputs = output_paths(Path(output), len(sources)) if output else []
-    files = [Path(s).resolve() for s in sources if source_kind(s) == "file"]
+    guard = OutputGuard(Path(s) for s in sources if source_kind(s) == "file")
     for path in outputs:
-        check_output(path, overwrite=args.overwrite)
-        if path.resolve() in files:
-            raise UsageError(f"output {path} is an input file; choose another output path")
+        check_output(path, guard, overwrite=args.overwrite)
+        output_plan(path, config.output)  # a container seg-video can write, checked before anything loads
     try:
         serve = None if args.serve is None else parse_address(args.serve)
         if args.token == "":
@@ -59,7 +59,7 @@ def run_live(args: argparse.Namespace, sources: list[str], output: str | None) -
         with messages_to_stderr(quiet=args.quiet, quieted="seg_video.engines"):
             try:
                 job = LiveJob(config, inputs, LiveOptions(display=args.display, serve=serve, token=args.token,
-                                                          outputs=outputs), stop=stop, engine=engine)
+                                                          outputs=outputs, guard=guard), stop=stop, engine=engine)
             except OSError as error:
                 raise UsageError(f"cannot serve on {args.serve}: {one_line(error)}") from None
             summary = job.run()

@@ -33,10 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog=PROG,
         description="Segment every frame of a video and write an annotated copy (masks, boxes, labels), "
-                    "keeping the audio and the timing of the input.",
+                    "keeping the audio and the timing of the input; or show cameras and streams live. Many videos at "
+                    f"once: {PROG} batch (see {PROG} batch --help).",
         epilog=f"examples:\n  {PROG} --make-sample sample.mp4\n  {PROG} sample.mp4 annotated.mp4\n"
                f"  {PROG} street.mp4 out.mp4 --engine maskrcnn --classes person,car\n"
-               f"  {PROG} cam.mp4 out.mp4 --config cpu-classical --param history=300\n  {PROG} --list-engines",
+               f"  {PROG} cam.mp4 out.mp4 --config cpu-classical --param history=300\n  {PROG} --list-engines\n"
+               f"  {PROG} batch footage/ --out annotated/",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("input", nargs="?", help="video file to read (anything FFmpeg decodes), or a live source: "
@@ -55,31 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary line")
 
-    engine = parser.add_argument_group("engine settings (for engines that have them)")
-    engine.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
-                        help="any setting of the chosen engine, e.g. --param history=300 (repeatable)")
-    engine.add_argument("--device", help="auto, cpu, cuda or cuda:N (neural engines)")
-    engine.add_argument("--precision", help="fp32 or fp16 (fp16 needs CUDA)")
-    engine.add_argument("--backend", metavar="auto|torch|torch-compiled|onnx|trt|opencv",
-                        help="neural engines: how the network runs: torch (default), torch-compiled (CUDA), onnx "
-                             "(ONNX Runtime), trt (TensorRT, CUDA), opencv (OpenCV DNN), or auto: the fastest "
-                             "present (see docs/GPU.md)")
-    engine.add_argument("--dnn-target", metavar="cpu|cuda|cuda-fp16",
-                        help="--backend opencv: where OpenCV DNN runs the network (default cpu; cuda needs an OpenCV "
-                             "built with CUDA)")
-    engine.add_argument("--model-file", metavar="GRAPH.pb",
-                        help="--engine maskrcnn_tf: the TensorFlow graph, e.g. frozen_inference_graph.pb")
-    engine.add_argument("--model-config", metavar="GRAPH.pbtxt",
-                        help="--engine maskrcnn_tf: OpenCV's text graph for it, e.g. "
-                             "mask_rcnn_inception_v2_coco_2018_01_28.pbtxt")
-    engine.add_argument("--weights", metavar="default|none|PATH", help="model weights (neural engines)")
-    engine.add_argument("--score-threshold", type=float, metavar="S", help="drop instances scored below S")
-    engine.add_argument("--mask-threshold", type=float, metavar="M", help="mask probability cut-off")
-    engine.add_argument("--classes", metavar="A,B", help="keep only these class names, e.g. person,car")
-    engine.add_argument("--min-size", type=int, metavar="PX", help="model input's shorter side")
-    engine.add_argument("--semantic", choices=("overlay", "labels", "instances"),
-                        help="semantic engines: label map blended over the frame (default), the colour map alone, "
-                             "or one masked instance per class with boxes")
+    add_engine_options(parser, "engine settings (for engines that have them)")
 
     other = parser.add_argument_group("pipeline, rendering and output")
     other.add_argument("--batch", type=int, metavar="N", help="frames per inference call (default 1)")
@@ -127,11 +105,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_engine_options(parser: argparse.ArgumentParser, title: str) -> None:
+    """The options that set the chosen engine's settings, the same for one video and for `seg-video batch`."""
+    group = parser.add_argument_group(title)
+    group.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                       help="any setting of the chosen engine, e.g. --param history=300 (repeatable)")
+    group.add_argument("--device", help="auto, cpu, cuda or cuda:N (neural engines)")
+    group.add_argument("--precision", help="fp32 or fp16 (fp16 needs CUDA)")
+    group.add_argument("--backend", metavar="auto|torch|torch-compiled|onnx|trt|opencv",
+                       help="neural engines: how the network runs: torch (default), torch-compiled (CUDA), onnx "
+                            "(ONNX Runtime), trt (TensorRT, CUDA), opencv (OpenCV DNN), or auto: the fastest "
+                            "present (see docs/GPU.md)")
+    group.add_argument("--dnn-target", metavar="cpu|cuda|cuda-fp16",
+                       help="--backend opencv: where OpenCV DNN runs the network (default cpu; cuda needs an OpenCV "
+                            "built with CUDA)")
+    group.add_argument("--model-file", metavar="GRAPH.pb",
+                       help="--engine maskrcnn_tf: the TensorFlow graph, e.g. frozen_inference_graph.pb")
+    group.add_argument("--model-config", metavar="GRAPH.pbtxt",
+                       help="--engine maskrcnn_tf: OpenCV's text graph for it, e.g. "
+                            "mask_rcnn_inception_v2_coco_2018_01_28.pbtxt")
+    group.add_argument("--weights", metavar="default|none|PATH", help="model weights (neural engines)")
+    group.add_argument("--score-threshold", type=float, metavar="S", help="drop instances scored below S")
+    group.add_argument("--mask-threshold", type=float, metavar="M", help="mask probability cut-off")
+    group.add_argument("--classes", metavar="A,B", help="keep only these class names, e.g. person,car")
+    group.add_argument("--min-size", type=int, metavar="PX", help="model input's shorter side")
+    group.add_argument("--semantic", choices=("overlay", "labels", "instances"),
+                       help="semantic engines: label map blended over the frame (default), the colour map alone, "
+                            "or one masked instance per class with boxes")
+
+
 def run_config(args: argparse.Namespace) -> RunConfig:
     """The run's settings: the config file or preset, then the command line's overrides, all checked (the engine's
     settings when the engine is built)."""
     if args.max_frames is not None and args.max_frames < 1:
         raise UsageError(f"--max-frames must be at least 1; got {args.max_frames}")
+    if args.config is not None and not args.config.strip():
+        raise UsageError("--config needs a TOML file or a preset name; got an empty one")
     data = read_config_file(args.config) if args.config else {}
     return build_config(data, engines=engine_names(), engine=args.engine, engine_params=engine_overrides(args),
                         sections=section_overrides(args))

@@ -111,30 +111,37 @@ class TrackSettings:
 
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
                 "placebo")
+"""x264's speed presets, fastest first; other encoders get the nearest speed they have."""
+
+
 @dataclass
 class EncoderSettings:
-    """How the output video is encoded (the `[output]` config table)."""
+    """How the output video is encoded (the `[output]` config table). `codec` and `pix_fmt` are `auto` by default:
+    the output's container chooses them (H.264 4:2:0 in MP4, MOV, Matroska, AVI and MPEG-TS; VP9 in WebM; GIF's own
+    codec; README: Usage), else they must be an encoder this FFmpeg has and a pixel format it takes."""
 
-    codec: str = "libx264"
+    codec: str = "auto"
     crf: int = 23
     preset: str = "veryfast"
-    pix_fmt: str = "yuv420p"
+    pix_fmt: str = "auto"
     audio: bool = True
 
     def validate(self) -> None:
         """Raise `ValueError` naming the first setting the encoder cannot take."""
+        if not 0 <= self.crf <= 51:
+            raise ValueError(f"crf must be 0..51; got {self.crf}")
+        if self.preset not in X264_PRESETS:
+            raise ValueError(f"preset must be one of {', '.join(X264_PRESETS)}; got {self.preset!r}")
+        if self.codec == "auto":
+            return
         try:
             codec = av.Codec(self.codec, "w")
         except av.codec.codec.UnknownCodecError:
             raise ValueError(f"codec {self.codec!r} is not an encoder this FFmpeg has") from None
         if codec.type != "video":
             raise ValueError(f"codec {self.codec!r} is a {codec.type} encoder, not a video one")
-        if not 0 <= self.crf <= 51:
-            raise ValueError(f"crf must be 0..51; got {self.crf}")
-        if self.codec in ("libx264", "libx265") and self.preset not in X264_PRESETS:
-            raise ValueError(f"preset must be one of {', '.join(X264_PRESETS)}; got {self.preset!r}")
         formats = [f.name for f in codec.video_formats or ()]
-        if formats and self.pix_fmt not in formats:
+        if self.pix_fmt != "auto" and formats and self.pix_fmt not in formats:
             raise ValueError(f"pix_fmt {self.pix_fmt!r} is not one {self.codec} takes ({', '.join(formats)})")
 
 

@@ -41,6 +41,7 @@ from pycocotools import mask as mask_utils
 from seg_video.core.colors import instance_color, voc_palette
 from seg_video.core.types import ClassTable, Frame, Segmentation, boxes_from_masks
 from seg_video.core.version import __version__
+from seg_video.io.paths import OutputGuard
 
 FRAME_FILE = "%06d.png"
 """File name of frame N's label map (printf style, as FFmpeg's image2 muxer takes); COCO images use it too."""
@@ -120,9 +121,13 @@ def _rle(mask: npt.NDArray[np.bool_]) -> dict[str, Any]:
 class CocoWriter:
     """Streams a COCO-style results file for one video; see the module docstring for its crash-safe layout."""
 
-    def __init__(self, path: Path, *, video_name: str, fps: float | None, engine: str) -> None:
+    def __init__(self, path: Path, *, video_name: str, fps: float | None, engine: str,
+                 guard: OutputGuard | None = None) -> None:
         self.path = path
         self.frames = 0
+        self._guard = guard or OutputGuard()
+        self._target = path
+        """Where the file is written: `path`, or the file a link there points to (the link is kept)."""
         self._video: dict[str, Any] = {"id": 1, "name": video_name, "fps": fps, "frame_pattern": FRAME_FILE}
         self._info: dict[str, Any] = {"description": f"seg-video annotations of {video_name}", "engine": engine,
                                       "version": __version__, "status": "writing"}
@@ -172,7 +177,9 @@ class CocoWriter:
         self._video.update(width=frame.size[1], height=frame.size[0])
         self._info["date_created"] = datetime.now(UTC).isoformat(timespec="seconds")
         self._categories = categories(classes)
-        self._file = open(self.path, "w+b")  # noqa: SIM115 - kept open across frames, closed in close()
+        self._guard.check(self.path)
+        self._target = Path(os.path.realpath(self.path))
+        self._file = open(self._target, "w+b")  # noqa: SIM115 - kept open across frames, closed in close()
         head = self._head()
         self._put(0, head + b" " * MIN_RESERVE + (_NEXT_ANNOTATIONS + _CLOSING).encode())
         self._images_start = self._images_end = len(head)
@@ -196,7 +203,9 @@ class CocoWriter:
         assert self._file is not None
         old = self._file
         head = self._head()
-        temporary = self.path.with_name(f".{self.path.name}.tmp")
+        temporary = self._target.with_name(f".{self._target.name}.tmp")
+        self._guard.check(temporary)
+        self._guard.check(self._target)
         try:
             with open(temporary, "wb") as new:
                 new.write(head)
@@ -205,12 +214,12 @@ class CocoWriter:
                 _copy(old, new, self._reserve_end)
                 new.flush()
                 os.fsync(new.fileno())
-            os.replace(temporary, self.path)
+            os.replace(temporary, self._target)
         except BaseException:
             temporary.unlink(missing_ok=True)
             raise
         old.close()
-        self._file = open(self.path, "r+b")  # noqa: SIM115 - see _open
+        self._file = open(self._target, "r+b")  # noqa: SIM115 - see _open
         entries, rest = self._images_end - self._images_start, self._closing_at - self._reserve_end
         self._images_start, self._images_end = len(head), len(head) + entries
         self._reserve_end = self._images_end + reserve
@@ -251,9 +260,10 @@ class LabelMapWriter:
     PNG instead (same values, no palette).
     """
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, guard: OutputGuard | None = None) -> None:
         self.folder = folder
         self.frames = 0
+        self._guard = guard or OutputGuard()
         self._classes: ClassTable | None = None
         self._semantic = False
         self._tracked = False
@@ -269,7 +279,9 @@ class LabelMapWriter:
         else:
             picture = _picture(_instance_map(seg), _INSTANCE_PALETTE)
             self._note_tracks(frame.index, seg)
-        picture.save(self.folder / (FRAME_FILE % frame.index), format="PNG")
+        path = self.folder / (FRAME_FILE % frame.index)
+        self._guard.check(path)
+        picture.save(path, format="PNG")
         self.frames += 1
 
     def close(self) -> None:
@@ -290,9 +302,11 @@ class LabelMapWriter:
                  "color": _rgb(_INSTANCE_PALETTE, key) if key < 256 else None, "first_frame": item.first_frame,
                  "last_frame": item.last_frame, "frames": item.frames}
                 for key, item in sorted(self._instances.items())]
-        temporary = self.folder / f".{LEGEND_FILE}.tmp"
+        temporary, final = self.folder / f".{LEGEND_FILE}.tmp", self.folder / LEGEND_FILE
+        self._guard.check(temporary)
+        self._guard.check(final)
         temporary.write_text(json.dumps(legend, indent=1), encoding="utf-8")
-        os.replace(temporary, self.folder / LEGEND_FILE)
+        os.replace(temporary, final)
 
     def _note_tracks(self, index: int, seg: Segmentation) -> None:
         """Record, for the legend, the class and frames of each track in frame `index`."""

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,9 +31,10 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from seg_video.core.errors import DecodeError, MediaError, WriteError
+from seg_video.core.errors import DecodeError, MediaError, UsageError, WriteError
 from seg_video.core.text import one_line
 from seg_video.core.types import MILLISECONDS, Frame
+from seg_video.io.paths import OutputGuard, identity
 
 if TYPE_CHECKING:
     from seg_video.core.config import EncoderSettings
@@ -59,15 +59,90 @@ _TS_NEGATIVE = 0x40000
 """AVFMT_TS_NEGATIVE: the container format can store negative timestamps (MP4/MOV edit lists)."""
 AUDIO_COPY: dict[str, frozenset[str]] = {
     "mp4": frozenset({"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac"}),
+    "ipod": frozenset({"aac", "alac"}),
     "mov": frozenset({"aac", "mp3", "alac", "ac3", "eac3", "pcm_s16le", "pcm_s16be", "pcm_s24le", "pcm_f32le"}),
     "matroska": frozenset({"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac", "vorbis", "pcm_s16le", "pcm_s24le",
                            "pcm_f32le"}),
+    "webm": frozenset({"opus", "vorbis"}),
     "avi": frozenset({"mp3", "ac3", "aac", "pcm_s16le"}),
+    "mpegts": frozenset({"aac", "mp3", "mp2", "ac3", "eac3", "opus"}),
 }
 """Audio codecs (canonical names) each output container format carries as they are and players expect there.
 
-FFmpeg's mp4 muxer also accepts PCM (as `ipcm`), which few players play; such audio is re-encoded to AAC instead.
+FFmpeg's mp4 muxer also accepts PCM (as `ipcm`), which few players play; such audio is re-encoded instead.
 """
+
+
+@dataclass(frozen=True)
+class Container:
+    """How seg-video writes one kind of video file: FFmpeg's muxer, the video encoder and pixel format it uses there
+    by default, and the encoder for audio that cannot be copied (None: the file gets no audio)."""
+
+    muxer: str
+    codec: str
+    pix_fmt: str
+    audio: str | None
+
+
+H264 = ("libx264", "yuv420p")
+CONTAINERS = {
+    ".mp4": Container("mp4", *H264, "aac"),
+    ".m4v": Container("ipod", *H264, "aac"),
+    ".mov": Container("mov", *H264, "aac"),
+    ".mkv": Container("matroska", *H264, "aac"),
+    ".avi": Container("avi", *H264, "aac"),
+    ".ts": Container("mpegts", *H264, "aac"),
+    ".webm": Container("webm", "libvpx-vp9", "yuv420p", "libopus"),
+    ".gif": Container("gif", "gif", "rgb8", None),
+}
+"""The files seg-video writes video into, by extension (README: Usage has the table)."""
+VP9_SPEED = {"ultrafast": 8, "superfast": 8, "veryfast": 7, "faster": 6, "fast": 5, "medium": 4, "slow": 3,
+             "slower": 2, "veryslow": 1, "placebo": 0}
+"""libvpx-vp9's `cpu-used` for each of x264's preset names (`output.preset`; 8: fastest)."""
+
+
+@dataclass(frozen=True)
+class OutputPlan:
+    """What a video output will hold: its container, the video encoder with its pixel format and options."""
+
+    container: Container
+    codec: str
+    pix_fmt: str
+    options: dict[str, str]
+
+
+def output_plan(path: Path, settings: EncoderSettings) -> OutputPlan:
+    """How `path` will be written with `settings`; `UsageError` when its extension names no container seg-video
+    writes, or the codec or pixel format asked for cannot go there."""
+    container = CONTAINERS.get(path.suffix.lower())
+    if container is None:
+        kind = f"a {path.suffix} file" if path.suffix else "a file without an extension"
+        raise UsageError(f"cannot write video into {kind}: {path} (seg-video writes {', '.join(CONTAINERS)})")
+    codec = container.codec if settings.codec == "auto" else settings.codec
+    if codec != container.codec:
+        with av.open(str(path), "w", format=container.muxer) as probe:  # creates no file
+            takes = probe.supported_codecs
+        if codec not in takes:
+            raise UsageError(f"{path.suffix} files cannot hold {codec} video; leave output.codec at auto "
+                             f"({container.codec} there) or choose one of the container's")
+    pix_fmt = container.pix_fmt if settings.pix_fmt == "auto" else settings.pix_fmt
+    formats = [f.name for f in av.Codec(codec, "w").video_formats or ()]
+    if formats and pix_fmt not in formats:
+        raise UsageError(f"output.pix_fmt {pix_fmt!r} is not one {codec} takes ({', '.join(formats)})")
+    return OutputPlan(container, codec, pix_fmt, _encoder_options(codec, settings))
+
+
+def _encoder_options(codec: str, settings: EncoderSettings) -> dict[str, str]:
+    """The encoder's quality and speed options from `crf` and `preset`."""
+    if codec in ("libx264", "libx265"):
+        return {"crf": str(settings.crf), "preset": settings.preset}
+    if codec == "libvpx-vp9":
+        speed = VP9_SPEED[settings.preset]
+        return {"crf": str(settings.crf), "b": "0", "cpu-used": str(speed), "row-mt": "1",
+                "deadline": "realtime" if speed >= 5 else "good"}
+    return {}
+
+
 _ROTATE = {90: cv2.ROTATE_90_COUNTERCLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_CLOCKWISE}
 
 
@@ -261,11 +336,17 @@ class VideoSink:
     """
 
     def __init__(self, path: str | Path, *, width: int, height: int, time_base: Fraction, fps: float | None,
-                 settings: EncoderSettings, audio_from: str | Path | None = None) -> None:
+                 settings: EncoderSettings, audio_from: str | Path | None = None,
+                 guard: OutputGuard | None = None) -> None:
         self.path = Path(path)
+        (guard or OutputGuard()).check(self.path)
         self.width, self.height, self.time_base, self.fps = width, height, time_base, fps
         self.settings = settings
         self.settings.validate()
+        try:
+            self._plan = output_plan(self.path, settings)
+        except UsageError as error:  # the callers checked it up front; said as a write error all the same
+            raise WriteError(str(error)) from None
         self.frames_written = 0
         self._failed = False
         self._last_pts: int | None = None
@@ -273,15 +354,16 @@ class VideoSink:
         self._closed = False
         self._audio: _AudioCarrier | None = None
         try:
-            self._output = av.open(str(self.path), "w")
+            self._output = av.open(str(self.path), "w", format=self._plan.container.muxer)
         except (av.FFmpegError, OSError, ValueError) as error:
             raise WriteError(f"cannot write {self.path}: {one_line(error)}") from None
         try:
             self._video = self._add_video_stream()
-            if audio_from is not None and self.settings.audio:
-                self._audio = _AudioCarrier.open(Path(audio_from), self._output)
+            audio = self._plan.container.audio
+            if audio_from is not None and self.settings.audio and audio is not None:
+                self._audio = _AudioCarrier.open(Path(audio_from), self._output, audio)
             self._output.start_encoding()  # fail here, not at the first frame, if the file cannot be written
-            self._identity = _identity(self.path)
+            self._identity = identity(self.path)
             if self._identity is None:  # gone already: removed (or its folder) while it was being opened
                 raise WriteError(f"cannot write {self.path}: {VANISHED}")
         except BaseException as error:
@@ -297,16 +379,21 @@ class VideoSink:
         self.close()
 
     def _add_video_stream(self) -> av.VideoStream:
-        """The output video stream: the settings' codec, in the input's time base, at a size the format holds."""
+        """The output video stream: the plan's codec, in the input's time base, at a size the pixel format holds."""
         rate = Fraction(self.fps).limit_denominator(1001) if self.fps else None
-        stream = cast(av.VideoStream, self._output.add_stream(self.settings.codec, rate=rate))  # validate() checked
-        step_x, step_y = _chroma_steps(self.settings.pix_fmt)
+        stream = cast(av.VideoStream, self._output.add_stream(self._plan.codec, rate=rate))
+        step_x, step_y = _chroma_steps(self._plan.pix_fmt)
         stream.width = -(-self.width // step_x) * step_x
         stream.height = -(-self.height // step_y) * step_y
-        stream.pix_fmt = self.settings.pix_fmt
+        if (stream.width, stream.height) != (self.width, self.height):
+            log.warning("%s: %dx%d is written as %dx%d (%s needs sizes in steps of %dx%d; the last column and row "
+                        "are repeated); output.pix_fmt = \"yuv444p\" keeps the size", self.path, self.width,
+                        self.height, stream.width, stream.height, self._plan.pix_fmt, step_x, step_y)
+        stream.pix_fmt = self._plan.pix_fmt
         stream.time_base = self.time_base
         stream.codec_context.time_base = self.time_base
-        stream.options = {"crf": str(self.settings.crf), "preset": self.settings.preset}
+        options: dict[str, object] = dict(self._plan.options)
+        stream.options = options
         stream.thread_type = ENCODER_THREADING
         return stream
 
@@ -322,7 +409,7 @@ class VideoSink:
         image = np.pad(frame.image, pad, mode="edge") if any(p for _, p in pad) else frame.image
         picture = av.VideoFrame.from_ndarray(image, format="bgr24")
         picture.pts, picture.time_base = pts, self.time_base
-        if _identity(self.path) != self._identity:
+        if identity(self.path) != self._identity:
             self._failed = True
             raise WriteError(f"cannot write {self.path}: {VANISHED}")
         try:
@@ -372,7 +459,7 @@ class VideoSink:
     def _salvage(self) -> None:
         """After a failure: count the frames the closed file holds, and remove it (if it is still ours) when none
         play."""
-        if _identity(self.path) != self._identity:
+        if identity(self.path) != self._identity:
             self.frames_written = 0
             return
         try:
@@ -381,7 +468,7 @@ class VideoSink:
                 self.frames_written = sum(1 for packet in packets if packet.size and not packet.is_corrupt)
         except (av.FFmpegError, OSError, IndexError):
             self.frames_written = 0
-        if self.frames_written == 0:
+        if self.frames_written == 0 and not self.path.is_symlink():  # a link is the user's: only its target was ours
             self.path.unlink(missing_ok=True)
 
     def _release(self) -> None:
@@ -402,8 +489,9 @@ class VideoWriter:
     """
 
     def __init__(self, path: Path, settings: EncoderSettings, *, fps: float | None, time_base: Fraction | None = None,
-                 audio_from: str | Path | None = None) -> None:
+                 audio_from: str | Path | None = None, guard: OutputGuard | None = None) -> None:
         self.path = path
+        self._guard = guard
         self._settings = settings
         self._fps = fps
         self._time_base = time_base
@@ -421,7 +509,8 @@ class VideoWriter:
         if self._sink is None:
             height, width = frame.size
             self._sink = VideoSink(self.path, width=width, height=height, time_base=self._time_base or MILLISECONDS,
-                                   fps=self._fps, settings=self._settings, audio_from=self._audio_from)
+                                   fps=self._fps, settings=self._settings, audio_from=self._audio_from,
+                                   guard=self._guard)
             self._origin = frame.captured_at
         image = fit(frame.image, self._sink.width, self._sink.height)
         if self._time_base is None:
@@ -438,13 +527,10 @@ class VideoWriter:
             self._sink.close()
 
 
-def _identity(path: Path) -> tuple[int, int] | None:
-    """(device, inode) of the file at `path`, None when there is none: tells whether it is still the one opened."""
-    try:
-        status = os.stat(path)
-    except OSError:
-        return None
-    return status.st_dev, status.st_ino
+def _audio_rate(encoder: str, rate: int) -> int:
+    """`rate`, or the nearest higher one `encoder` takes (Opus: 48 kHz for 44.1 kHz audio); PyAV resamples."""
+    rates = sorted(av.Codec(encoder, "w").audio_rates or ())
+    return rate if not rates or rate in rates else next((r for r in rates if r > rate), rates[-1])
 
 
 def _chroma_steps(pix_fmt: str) -> tuple[int, int]:
@@ -463,28 +549,29 @@ class _AudioCarrier:
     """
 
     def __init__(self, source: av.container.InputContainer, video: av.VideoStream,
-                 output: av.container.OutputContainer) -> None:
+                 output: av.container.OutputContainer, encoder: str) -> None:
         self._source = source
         self._input = source.streams.audio[0]
         self._output = output
         self._negative_ok = bool(output.format.flags & _TS_NEGATIVE)
         self._copy = audio_fits(output.format.name, self._input.codec.canonical_name)
+        rate, layout = _audio_rate(encoder, self._input.rate), f"{self._input.channels}c"  # the default layout
         self._stream = (output.add_stream_from_template(self._input) if self._copy
-                        else output.add_stream("aac", rate=self._input.rate,
-                                                  layout=f"{self._input.channels}c"))  # the default layout
+                        else cast(av.AudioStream, output.add_stream(encoder, rate=rate, layout=layout)))
         self._packets = source.demux(self._input, video)
         self._pending: deque[tuple[float, av.Packet]] = deque()  # audio read ahead, with start times (s)
         self._video_until = -math.inf  # latest video time (s) the demuxer has passed
 
     @classmethod
-    def open(cls, path: Path, output: av.container.OutputContainer) -> _AudioCarrier | None:
-        """A carrier for `path`'s first audio stream, or None when it has none."""
+    def open(cls, path: Path, output: av.container.OutputContainer, encoder: str) -> _AudioCarrier | None:
+        """A carrier for `path`'s first audio stream (re-encoded with `encoder` where the output cannot take it as
+        it is), or None when it has none."""
         source = _open_input(path)
         if not source.streams.audio:
             source.close()
             return None
         try:
-            return cls(source, _video_stream(source, path), output)
+            return cls(source, _video_stream(source, path), output, encoder)
         except BaseException:
             source.close()
             raise

@@ -18,8 +18,8 @@ from seg_video.core.errors import UsageError
 from seg_video.core.runner import Policy, Runner, RunStats
 from seg_video.core.types import Item
 from seg_video.io.exports import CocoWriter, Export, LabelMapWriter
-from seg_video.io.paths import check_folder, check_input, check_output
-from seg_video.io.video import VideoSource, VideoWriter
+from seg_video.io.paths import OutputGuard, check_folder, check_input, check_output
+from seg_video.io.video import VideoSource, VideoWriter, output_plan
 from seg_video.jobs.frame_path import build_stages
 from seg_video.stages.render import Renderer
 from seg_video.stages.track import tracker_for
@@ -69,15 +69,16 @@ class FileOutput:
             self.writer.close()
 
 
-def annotation_exports(config: RunConfig, source: VideoSource, *, coco: Path | None = None,
+def annotation_exports(config: RunConfig, source: VideoSource, guard: OutputGuard, *, coco: Path | None = None,
                        masks_dir: Path | None = None) -> list[Export]:
-    """The annotation sinks a file run asks for: COCO results (named after the input video) and/or label-map PNGs."""
+    """The annotation sinks a file run asks for: COCO results (named after the input video) and/or label-map PNGs,
+    each writing only where `guard` allows."""
     exports: list[Export] = []
     if coco is not None:
         exports.append(CocoWriter(coco, video_name=Path(source.info.path).name, fps=source.info.fps,
-                                  engine=config.engine))
+                                  engine=config.engine, guard=guard))
     if masks_dir is not None:
-        exports.append(LabelMapWriter(masks_dir))
+        exports.append(LabelMapWriter(masks_dir, guard))
     return exports
 
 
@@ -87,14 +88,16 @@ class AnnotateJob:
     `output` None: annotations only (the `exports`), without the render stage. `owned`: the run loads the engine
     (in its infer thread) and closes it at the end; otherwise the caller loaded it and keeps it for more runs (a
     batch worker's, or one from `seg_video.load_engine`), and the run resets it. `on_frame` is told the count of
-    frames done after each one.
+    frames done after each one. `guard` (default: one protecting the input) checks the video before it is written.
     """
 
     def __init__(self, config: RunConfig, source: VideoSource, output: Path | None, engine: Engine, *, owned: bool,
-                 exports: Sequence[Export] = (), on_frame: Callable[[int], None] | None = None) -> None:
+                 exports: Sequence[Export] = (), on_frame: Callable[[int], None] | None = None,
+                 guard: OutputGuard | None = None) -> None:
         info = source.info
-        writer = None if output is None else VideoWriter(output, config.output, fps=info.fps,
-                                                         time_base=info.time_base, audio_from=info.path)
+        writer = None if output is None else VideoWriter(output, config.output, fps=info.fps, time_base=info.time_base,
+                                                         audio_from=info.path,
+                                                         guard=guard or OutputGuard([Path(info.path)]))
         self.source = source
         self._output = FileOutput(writer, on_frame)
         stages = build_stages(engine, self._output, tracker=tracker_for(config.track, engine.kind),
@@ -143,10 +146,13 @@ def annotation_job(source: Path, output: Path | None, config: RunConfig, engine:
     if len({path.resolve() for path in files}) < len(files):
         raise UsageError(f"OUTPUT and --coco are the same file: {coco}")
     check_input(source)
+    guard = OutputGuard([source])
     for path in files:
-        check_output(path, overwrite=overwrite, inputs=(source,))
+        check_output(path, guard, overwrite=overwrite)
+    if output is not None:
+        output_plan(output, config.output)  # a container seg-video can write, checked before anything loads
     if masks_dir is not None:
-        check_folder(masks_dir, overwrite=overwrite)
+        check_folder(masks_dir, guard, overwrite=overwrite)
     video = VideoSource(source, max_frames=max_frames)
-    exports = annotation_exports(config, video, coco=coco, masks_dir=masks_dir)
-    return AnnotateJob(config, video, output, engine, owned=owned, exports=exports)
+    exports = annotation_exports(config, video, guard, coco=coco, masks_dir=masks_dir)
+    return AnnotateJob(config, video, output, engine, owned=owned, exports=exports, guard=guard)

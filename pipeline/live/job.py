@@ -22,6 +22,7 @@ from seg_video.core.errors import StageFailed
 from seg_video.core.runner import Policy, Runner, RunStats
 from seg_video.core.types import Frame, Item
 from seg_video.engines.base import Engine, create_engine
+from seg_video.io.paths import OutputGuard
 from seg_video.io.streams import LiveInput, SourceState, source_kind
 from seg_video.io.video import VideoWriter
 from seg_video.jobs.frame_path import EngineRestarts, build_stages
@@ -73,6 +74,8 @@ class LiveOptions:
     token: str | None = None
     outputs: list[Path] = field(default_factory=list)
     snapshot_dir: Path = Path(".")
+    guard: OutputGuard = field(default_factory=OutputGuard)
+    """Checks every recording and snapshot before it is written (the file sources are its inputs)."""
 
 
 @dataclass
@@ -113,10 +116,11 @@ class _Pipeline:
     """One source's run: the frame path after capture, publishing into a feed and an optional recording."""
 
     def __init__(self, source: LiveInput, engine: Engine, make_engine: Callable[[], Engine], config: RunConfig,
-                 stop: threading.Event, output: Path | None, on_frame: Callable[[Frame], None] | None) -> None:
+                 stop: threading.Event, output: Path | None, guard: OutputGuard,
+                 on_frame: Callable[[Frame], None] | None) -> None:
         live = source.policy is Policy.LIVE
         self.source = source
-        self.recorder = None if output is None else VideoWriter(output, config.output, fps=source.fps)
+        self.recorder = None if output is None else VideoWriter(output, config.output, fps=source.fps, guard=guard)
         restarts = config.live.engine_restarts
         stats = RunStats()
         self.feed = Feed(source.name, source.state, stats)
@@ -160,7 +164,7 @@ class LiveJob:
         engines = [engine or make_engine()] + [make_engine() for _ in sources[1:]]
         self.stop_event = stop
         self._options = options
-        self._pipelines = [_Pipeline(source, own, make_engine, config, stop, output, on_frame)
+        self._pipelines = [_Pipeline(source, own, make_engine, config, stop, output, options.guard, on_frame)
                            for source, own, output in zip(sources, engines, outputs, strict=True)]
         self.feeds = [pipeline.feed for pipeline in self._pipelines]
         self.web = None if options.serve is None else WebView(self.feeds, options.serve, token=options.token)
@@ -181,7 +185,7 @@ class LiveJob:
             for thread in threads:
                 thread.start()
             if self._options.display:
-                Window(self.feeds, snapshot_dir=self._options.snapshot_dir).run(running)
+                Window(self.feeds, snapshot_dir=self._options.snapshot_dir, guard=self._options.guard).run(running)
                 self.stop_event.set()
             while running():
                 for pipeline in self._pipelines:

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from seg_video.io.paths import OutputGuard
 from seg_video.live.feed import Feed, FeedStats
 
 log = logging.getLogger(__name__)
@@ -159,10 +160,12 @@ class Window:
     """The live window over `feeds`; `run` shows it until a quit key, the window's close button, or `running()`
     turning false."""
 
-    def __init__(self, feeds: Sequence[Feed], *, title: str = "seg-video", snapshot_dir: Path = Path(".")) -> None:
+    def __init__(self, feeds: Sequence[Feed], *, title: str = "seg-video", snapshot_dir: Path = Path("."),
+                 guard: OutputGuard | None = None) -> None:
         self.feeds = feeds
         self.title = title
         self.snapshot_dir = snapshot_dir
+        self._guard = guard or OutputGuard()
         self.paused = False
         self.shown: Image | None = None
 
@@ -206,7 +209,10 @@ class Window:
         now = time.time()
         path = self.snapshot_dir / f"seg-video-{time.strftime('%Y%m%d-%H%M%S', time.localtime(now))}-" \
                                    f"{int(now * 1000) % 1000:03d}.png"
-        if not cv2.imwrite(str(path), self.shown):
+        refusal = self._guard.refusal(path)
+        if refusal is not None:
+            log.error("could not write the snapshot %s: %s", path, refusal)
+        elif not cv2.imwrite(str(path), self.shown):
             log.error("could not write the snapshot %s", path)
         else:
             log.info("snapshot saved: %s", path)
