@@ -274,3 +274,18 @@ def test_batch_refusals_name_what_is_wrong(sample_clip: Path, tmp_path: Path,
     assert main(["batch", str(sample_clip), "--out", str(tmp_path / "w"), "--engine", "fcn", "--weights", "none",
                  "--device", "cpu", "--min-size", "32", "--no-video", "--coco", "-q"]) == 0
     assert (tmp_path / "w" / Path(sample_clip).with_suffix(".coco.json").name).is_file()
+
+
+def test_a_fifo_that_appears_after_the_checks_cannot_block_the_writer(tmp_path: Path) -> None:
+    """The video writer's own open never waits: FFmpeg's would hold the interpreter's lock, and then no signal
+    could end the process (run in a child, so that a regression fails by timeout instead of hanging the suite)."""
+    fifo = tmp_path / "late.mp4"
+    os.mkfifo(fifo)
+    probe = ("import sys; from fractions import Fraction; from pathlib import Path\n"
+             "from seg_video.core.config import EncoderSettings\nfrom seg_video.core.errors import WriteError\n"
+             "from seg_video.io.video import VideoSink\n"
+             "try:\n    VideoSink(Path(sys.argv[1]), width=64, height=48, time_base=Fraction(1, 30), fps=30.0,"
+             " settings=EncoderSettings())\nexcept WriteError as error:\n    print(error)\n")
+    run = subprocess.run([sys.executable, "-c", probe, str(fifo)], capture_output=True, text=True, timeout=60)
+    assert run.stdout.strip() == f"cannot write {fifo}: it is a FIFO (named pipe), not a regular file", run.stderr
+    assert fifo.exists()  # the user's FIFO is left alone

@@ -71,6 +71,23 @@ class OutputGuard:
         if reason is not None:
             raise WriteError(f"cannot write {path}: {reason}")
 
+    def claim(self, path: Path) -> None:
+        """`check`, then open `path` once for writing without waiting (creating it empty if missing), so that a
+        FIFO put there since cannot block the real open: FFmpeg opens its files holding the interpreter's lock, and
+        an open that blocked there would leave no thread, not even the signal handlers, able to run."""
+        self.check(path)
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
+        except OSError as error:
+            kind = "a FIFO (named pipe) with no reader" if error.errno == errno.ENXIO else one_line(error)
+            raise WriteError(f"cannot write {path}: {kind}") from None
+        try:
+            special = _KINDS.get(stat.S_IFMT(os.fstat(descriptor).st_mode))
+        finally:
+            os.close(descriptor)
+        if special is not None:
+            raise WriteError(f"cannot write {path}: it is {special}, not a regular file")
+
     def holds_input(self, folder: Path) -> Path | None:
         """An input that lies in `folder` (whose files a writer may replace), if any."""
         try:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -339,7 +340,6 @@ class VideoSink:
                  settings: EncoderSettings, audio_from: str | Path | None = None,
                  guard: OutputGuard | None = None) -> None:
         self.path = Path(path)
-        (guard or OutputGuard()).check(self.path)
         self.width, self.height, self.time_base, self.fps = width, height, time_base, fps
         self.settings = settings
         self.settings.validate()
@@ -353,10 +353,22 @@ class VideoSink:
         self._step = max(1, round(1 / ((fps or FALLBACK_FPS) * time_base)))  # ticks of the latest frame
         self._closed = False
         self._audio: _AudioCarrier | None = None
+        fresh = not os.path.lexists(self.path)
+        (guard or OutputGuard()).claim(self.path)
+        try:
+            self._open(audio_from)
+        except BaseException:
+            if fresh:  # what the claim created: a run that could not start leaves nothing
+                self.path.unlink(missing_ok=True)
+            raise
+
+    def _open(self, audio_from: str | Path | None) -> None:
+        """Open the container with its streams and write its header; every failure is a `WriteError` (the file the
+        claim made gone since: `VANISHED`)."""
         try:
             self._output = av.open(str(self.path), "w", format=self._plan.container.muxer)
         except (av.FFmpegError, OSError, ValueError) as error:
-            raise WriteError(f"cannot write {self.path}: {one_line(error)}") from None
+            raise WriteError(f"cannot write {self.path}: {self._why(error)}") from None
         try:
             self._video = self._add_video_stream()
             audio = self._plan.container.audio
@@ -369,8 +381,12 @@ class VideoSink:
         except BaseException as error:
             self._release()
             if isinstance(error, (av.FFmpegError, OSError, ValueError)):
-                raise WriteError(f"cannot write {self.path}: {one_line(error)}") from error
+                raise WriteError(f"cannot write {self.path}: {self._why(error)}") from error
             raise
+
+    def _why(self, error: BaseException) -> str:
+        """The reason opening failed, as one line; `VANISHED` when the file is no longer there."""
+        return VANISHED if identity(self.path) is None else one_line(error)
 
     def __enter__(self) -> VideoSink:
         return self
