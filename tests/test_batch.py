@@ -154,7 +154,7 @@ def test_a_reset_engine_segments_a_video_as_a_fresh_one_does(name: str) -> None:
 
     def segment(engine: Engine, frames: list[Frame]) -> list[tuple[bytes, ...]]:
         results = engine.infer(frames, [engine.prepare(frame) for frame in frames])
-        return [(seg.class_ids.tobytes(), seg.boxes.tobytes(), b"" if seg.masks is None else seg.masks.tobytes())
+        return [(seg.class_ids.tobytes(), seg.boxes.tobytes(), b"" if seg.masks is None else seg.full_masks().tobytes())
                 for seg in results]
 
     fresh = segment(create_engine(name), video)

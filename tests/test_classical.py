@@ -13,7 +13,7 @@ import pytest
 from seg_video.core.errors import ConfigError
 from seg_video.core.types import Frame, Segmentation, boxes_from_masks
 from seg_video.engines.base import create_engine, engine_class
-from seg_video.engines.classical._regions import multi_otsu, upscale
+from seg_video.engines.classical._regions import multi_otsu, region_masks
 
 NAMES = ("threshold", "edges", "kmeans", "region", "motion")
 STATIC = ("threshold", "edges", "kmeans", "region")
@@ -77,15 +77,15 @@ def iou(a: Masks, b: Masks) -> float:
 def best_ious(found: Segmentation, truth: Masks) -> list[float]:
     """For each true mask, the best IoU of any found instance."""
     assert found.masks is not None
-    return [max((iou(mask, true) for mask in found.masks), default=0.0) for true in truth]
+    return [max((iou(mask, true) for mask in found.full_masks()), default=0.0) for true in truth]
 
 
 def check_consistent(found: Segmentation, height: int, width: int) -> None:
     """Masks in frame size, boxes tight around them, scores in 0..1, class ids in the engine's table."""
     assert found.masks is not None
-    assert found.masks.shape == (len(found), height, width)
-    np.testing.assert_array_equal(found.boxes, boxes_from_masks(found.masks))
-    assert found.masks.any(axis=(1, 2)).all()
+    assert found.full_masks().shape == (len(found), height, width)
+    np.testing.assert_array_equal(found.boxes, boxes_from_masks(found.full_masks()))
+    assert found.full_masks().any(axis=(1, 2)).all()
     assert ((found.scores >= 0) & (found.scores <= 1)).all()
     assert ((found.class_ids >= 0) & (found.class_ids < len(found.classes.names))).all()
 
@@ -115,7 +115,7 @@ def test_edges_see_colour_outlines_that_grey_misses() -> None:
     image = paint(noisy((104, 104, 104)), truth, [(50, 80, 170)])
     [found] = run("edges", [image])
     [grey_found] = run("threshold", [image])
-    assert len(found) == 1 and iou(found.masks[0], truth[0]) >= 0.9
+    assert len(found) == 1 and iou(found.full_masks()[0], truth[0]) >= 0.9
     assert max(best_ious(grey_found, truth)) < 0.5
 
 
@@ -125,8 +125,8 @@ def test_dark_objects_on_a_light_background_are_found_automatically() -> None:
     image = paint(noisy((210, 210, 210)), truth, [(30, 30, 30)])
     [auto] = run("threshold", [image])
     [bright] = run("threshold", [image], polarity="bright")
-    assert len(auto) == 1 and iou(auto.masks[0], truth[0]) >= 0.9
-    assert len(bright) == 1 and iou(bright.masks[0], ~truth[0]) >= 0.9
+    assert len(auto) == 1 and iou(auto.full_masks()[0], truth[0]) >= 0.9
+    assert len(bright) == 1 and iou(bright.full_masks()[0], ~truth[0]) >= 0.9
 
 
 def test_multi_level_threshold_gives_each_grey_level_its_class() -> None:
@@ -137,7 +137,7 @@ def test_multi_level_threshold_gives_each_grey_level_its_class() -> None:
     check_consistent(found, HEIGHT, WIDTH)
     assert found.classes.names == ("level 0", "level 1", "level 2")
     assert len(found) == 2 and min(best_ious(found, truth)) >= 0.9
-    by_class = {int(c): mask for c, mask in zip(found.class_ids, found.masks, strict=True)}
+    by_class = {int(c): mask for c, mask in zip(found.class_ids, found.full_masks(), strict=True)}
     assert iou(by_class[1], truth[0]) >= 0.9 and iou(by_class[2], truth[1]) >= 0.9
 
 
@@ -174,7 +174,7 @@ def test_kmeans_clusters_match_the_colour_regions() -> None:
     assert found.classes.names == ("cluster 0", "cluster 1", "cluster 2")
     assert len(found) == 3 and sorted(found.class_ids.tolist()) == [0, 1, 2]
     assert min(best_ious(found, truth)) >= 0.9
-    background = found.masks[np.flatnonzero(found.class_ids == 0)[0]]
+    background = found.full_masks()[np.flatnonzero(found.class_ids == 0)[0]]
     assert iou(background, truth[0]) >= 0.9  # ordered by L: the dark background is cluster 0
     assert (found.scores > 0.5).all()  # flat colours far apart
 
@@ -186,7 +186,7 @@ def test_kmeans_keeps_cluster_ids_from_frame_to_frame() -> None:
     images = [paint(noisy(BACKGROUND), shapes, [(0, level, level), (200, 80, 40)]) for level in range(60, 230, 20)]
 
     def disc_class(seg: Segmentation) -> int:
-        return int(seg.class_ids[np.flatnonzero(seg.masks[:, 120, 90])[0]])
+        return int(seg.class_ids[np.flatnonzero(seg.full_masks()[:, 120, 90])[0]])
 
     ids = [disc_class(seg) for seg in run("kmeans", images, k=3)]
     assert ids == [ids[0]] * len(images)
@@ -221,7 +221,7 @@ def test_solidity_scores_hollow_shapes_lower() -> None:
     """A ring's score (area / convex-hull area) is far below a disc's."""
     ring = disc((160, 120), 70) & ~disc((160, 120), 55)
     [found] = run("threshold", [paint(noisy(BACKGROUND), [ring], [YELLOW])])
-    assert len(found) == 1 and iou(found.masks[0], ring) >= 0.9
+    assert len(found) == 1 and iou(found.full_masks()[0], ring) >= 0.9
     assert found.scores[0] < 0.5
 
 
@@ -246,7 +246,7 @@ def test_motion_finds_the_moving_disc_after_warmup(method: str) -> None:
     for seg, mask in zip(results[12:], truth[12:], strict=True):
         check_consistent(seg, HEIGHT, WIDTH)
         assert len(seg) == 1
-        assert iou(seg.masks[0], mask) >= 0.8
+        assert iou(seg.full_masks()[0], mask) >= 0.8
         assert seg.scores[0] > 0.5
 
 
@@ -259,7 +259,7 @@ def test_motion_batches_give_the_same_result_as_single_frames() -> None:
     single = run("motion", images, warmup=5)
     assert [len(seg) for seg in batched] == [len(seg) for seg in single]
     for a, b in zip(batched, single, strict=True):
-        np.testing.assert_array_equal(a.masks, b.masks)
+        np.testing.assert_array_equal(a.full_masks(), b.full_masks())
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -269,7 +269,7 @@ def test_uniform_frames_give_empty_segmentations(name: str, value: int) -> None:
     image = np.full((HEIGHT, WIDTH, 3), value, np.uint8)
     for found in run(name, [image] * 4, **({"warmup": 1} if name == "motion" else {})):
         assert len(found) == 0
-        assert found.masks is not None and found.masks.shape == (0, HEIGHT, WIDTH)
+        assert found.masks is not None and found.full_masks().shape == (0, HEIGHT, WIDTH)
 
 
 @pytest.mark.parametrize(("name", "params"), [
@@ -291,23 +291,27 @@ def test_odd_frame_sizes_for_motion() -> None:
     results = run("motion", images, warmup=8, min_area=20)
     for seg, mask in zip(results[10:], truth[10:], strict=True):
         check_consistent(seg, 121, 161)
-        assert len(seg) == 1 and iou(seg.masks[0], mask) >= 0.7  # a 15-pixel disc, modelled at half size
+        assert len(seg) == 1 and iou(seg.full_masks()[0], mask) >= 0.7  # a 15-pixel disc, modelled at half size
 
 
-def test_upscale_is_nearest_neighbour_with_tight_boxes() -> None:
-    """Box-wise upscaling equals resizing whole masks (pixel centres aligned), with tight boxes."""
+def test_region_masks_are_nearest_neighbour_upscales_cropped_to_tight_boxes() -> None:
+    """Box-wise upscaling of a label map's regions equals resizing whole masks (pixel centres aligned), and each mask
+    comes cropped to its tight box."""
     rng = np.random.default_rng(3)
     for (height, width), size in [((30, 40), (121, 161)), ((61, 81), (121, 161)), ((7, 5), (20, 33))]:
-        masks = np.zeros((3, height, width), bool)
-        for mask in masks:
+        labels = np.zeros((height, width), np.int32)
+        for region in (1, 2, 3):
             y, x = rng.integers(0, height - 2), rng.integers(0, width - 2)
-            mask[y:y + rng.integers(1, 6), x:x + rng.integers(1, 6)] = rng.random() > 0.2
-            mask[rng.integers(0, height), rng.integers(0, width)] = True
+            block = labels[y:y + rng.integers(1, 6), x:x + rng.integers(1, 6)]
+            block[rng.random(block.shape) > 0.2] = region
+            labels[rng.integers(0, height), rng.integers(0, width)] = region
+        ids = np.array([3, 1, 2])
         rows = np.minimum(((np.arange(size[0]) + 0.5) * height / size[0]).astype(int), height - 1)
         cols = np.minimum(((np.arange(size[1]) + 0.5) * width / size[1]).astype(int), width - 1)
-        big, boxes = upscale(masks, size)
-        np.testing.assert_array_equal(big, masks[:, rows][:, :, cols])
-        np.testing.assert_array_equal(boxes, boxes_from_masks(big))
+        masks = region_masks(labels, ids, size)
+        expected = (labels == ids[:, None, None])[:, rows][:, :, cols]
+        np.testing.assert_array_equal(masks.full(), expected)
+        np.testing.assert_array_equal(masks.boxes, boxes_from_masks(expected))
 
 
 @pytest.mark.parametrize(("name", "params", "named"), [

@@ -76,7 +76,7 @@ def test_coco_and_label_maps_hold_exactly_what_the_renderer_drew(sample_clip: Pa
         annotations = coco.loadAnns(coco.getAnnIds(imgIds=image["id"]))
         assert seg.masks is not None and seg.track_ids is not None
         assert [a["track_id"] for a in annotations] == seg.track_ids.tolist()
-        for annotation, mask, box in zip(annotations, seg.masks, seg.boxes, strict=True):
+        for annotation, mask, box in zip(annotations, seg.full_masks(), seg.boxes, strict=True):
             assert np.array_equal(coco.annToMask(annotation).astype(bool), mask)  # pixel-exact
             assert annotation["area"] == mask.sum()
             assert annotation["bbox"] == pytest.approx([box[0], box[1], box[2] - box[0], box[3] - box[1]], abs=0.01)
@@ -85,7 +85,7 @@ def test_coco_and_label_maps_hold_exactly_what_the_renderer_drew(sample_clip: Pa
             labels = np.asarray(picture)
             palette = np.array(picture.getpalette()[:768], np.uint8).reshape(-1, 3)
         expected = np.zeros(labels.shape, np.uint8)
-        for mask, key in zip(seg.masks, seg.track_ids, strict=True):
+        for mask, key in zip(seg.full_masks(), seg.track_ids, strict=True):
             expected[mask] = key
             assert tuple(palette[key][::-1]) == instance_color(int(key))  # the video's colour for the track
         assert np.array_equal(labels, expected)

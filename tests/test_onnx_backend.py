@@ -211,7 +211,7 @@ def test_parts_with_no_rows_answer_empty_without_running(engines: Callable[..., 
     outputs = engine._runners["mask_head"](torch.zeros(0, 256, 14, 14))
     assert [tuple(x.shape) for x in outputs] == [(0, 91, 28, 28)]
     blank = run(engine, [Frame(index=0, image=np.zeros((120, 160, 3), np.uint8))])[0]
-    assert blank.masks is not None and blank.masks.shape[1:] == (120, 160)
+    assert blank.masks is not None and blank.full_masks().shape[1:] == (120, 160)
 
 
 def test_plan_cache_key_changes_with_each_part_of_it(engines: Callable[..., TorchEngine], cache: Path) -> None:

@@ -225,7 +225,7 @@ def test_tf_postprocessing_places_masks_in_frame_pixels() -> None:
     expected = np.zeros((2, height, width), bool)
     expected[0, 23:29, 19:26] = True
     expected[1, 50:91, 70:106] = True
-    np.testing.assert_array_equal(result.masks, expected)
+    np.testing.assert_array_equal(result.full_masks(), expected)
     np.testing.assert_array_equal(result.boxes, [[14, 20, 29, 35], [70, 50, 106, 91]])
     np.testing.assert_allclose(result.scores, [0.9, 0.8])
     assert [result.classes.name(int(i)) for i in result.class_ids] == ["person", "car"]
@@ -240,13 +240,13 @@ def test_tf_postprocessing_clips_to_the_frame_and_skips_what_is_not_a_detection(
     result = tf_segmentation(boxes, uniform_masks([0, 0, 5, 0]), 40, 60, score_threshold=0.5, mask_threshold=0.5)
     assert len(result) == 1 and result.masks is not None
     np.testing.assert_array_equal(result.boxes, [[0, 0, 60, 21]])
-    assert result.masks[0, :21].all() and not result.masks[0, 21:].any()
+    assert result.full_masks()[0, :21].all() and not result.full_masks()[0, 21:].any()
 
 
 def test_tf_postprocessing_with_no_detections_and_bad_shapes() -> None:
     empty = tf_segmentation(np.zeros((1, 1, 0, 7), np.float32), np.zeros((0, 90, 15, 15), np.float32), 30, 40,
                             score_threshold=0.5, mask_threshold=0.5)
-    assert len(empty) == 0 and empty.masks is not None and empty.masks.shape == (0, 30, 40)
+    assert len(empty) == 0 and empty.masks is not None and empty.full_masks().shape == (0, 30, 40)
     for boxes, masks in ((detections((0, 0, 0.9, 0, 0, 1, 1)), np.zeros((90, 15, 15), np.float32)),
                          (np.zeros((1, 1, 2, 5), np.float32), np.zeros((2, 90, 15, 15), np.float32))):
         with pytest.raises(EngineError, match=r"expected \(1, 1, N, 7\) and \(N, classes, h, w\): not a Mask R-CNN"):
@@ -281,7 +281,7 @@ def test_tf_postprocessing_equals_opencvs_sample(data: st.DataObject, height: in
     for i, (class_id, score, (left, top, right, bottom), mask) in enumerate(theirs):
         assert ours.class_ids[i] == class_id + 1 and ours.scores[i] == np.float32(score)
         assert tuple(ours.boxes[i]) == (left, top, right + 1, bottom + 1)
-        np.testing.assert_array_equal(ours.masks[i], mask)
+        np.testing.assert_array_equal(ours.full_masks()[i], mask)
 
 
 def test_tf_class_ids_name_the_coco_classes_as_opencvs_list_does() -> None:

@@ -102,7 +102,7 @@ def assert_same_instances(ours: Segmentation, theirs: Segmentation, *, atol: flo
     np.testing.assert_allclose(ours.boxes[i], theirs.boxes[j], atol=atol)
     np.testing.assert_allclose(ours.scores[i], theirs.scores[j], atol=atol)
     assert ours.masks is not None and theirs.masks is not None
-    assert min(mask_iou(ours.masks[a], theirs.masks[b]) for a, b in pairs) >= 0.99
+    assert min(mask_iou(ours.full_masks()[a], theirs.full_masks()[b]) for a, b in pairs) >= 0.99
 
 
 def reference_instances(model: nn.Module, frame: Frame) -> Segmentation:
@@ -186,7 +186,7 @@ def test_instance_output_equals_torchvision(name: str, case: Callable[[str], Cas
     ours = run(case(name).engine, frames[:1])[0]
     assert len(ours) > 0, "an empty set would prove nothing"
     assert_same_instances(ours, reference_instances(case(name).model, frames[0]))
-    assert ours.masks is not None and ours.masks.shape == (len(ours), 120, 160)
+    assert ours.masks is not None and ours.full_masks().shape == (len(ours), 120, 160)
     assert ours.boxes.dtype == np.float32 and ours.class_ids.dtype == np.int64
 
 
@@ -245,8 +245,8 @@ def test_fcn_output_modes_and_class_filter(case: Callable[[str], Case], frames: 
     present = [c for c in np.unique(labels) if c != 0]
     assert instances.label_map is None and instances.masks is not None
     assert sorted(instances.class_ids.tolist()) == present
-    for class_id, mask, box, score in zip(instances.class_ids, instances.masks, instances.boxes, instances.scores,
-                                          strict=True):
+    full = instances.full_masks()
+    for class_id, mask, box, score in zip(instances.class_ids, full, instances.boxes, instances.scores, strict=True):
         np.testing.assert_array_equal(mask, labels == class_id)
         np.testing.assert_array_equal(box, boxes_from_masks(mask[None])[0])
         assert 0.0 < score <= 1.0
@@ -411,4 +411,4 @@ def assert_fp16_agrees(name: str, full: Segmentation, half: Segmentation, *, min
     pairs = match(half, full, min_iou=0.8)
     assert len(full) > 0 and len(pairs) >= 0.9 * len(full)
     assert full.masks is not None and half.masks is not None
-    assert mask_iou(half.masks[[i for i, _ in pairs]], full.masks[[j for _, j in pairs]]) >= min_mask_iou
+    assert mask_iou(half.full_masks()[[i for i, _ in pairs]], full.full_masks()[[j for _, j in pairs]]) >= min_mask_iou

@@ -68,7 +68,7 @@ def id_switches(tracker: Tracker, frames: list[list[Mask]], score_of_visible: bo
         scores = [0.9 if masks[k].sum() > 0.5 * full[k] or not score_of_visible else 0.3 for k in seen]
         out = tracker.update(frame([masks[k] for k in seen], scores), index)
         for k in seen:
-            ids = [int(out.track_ids[j]) for j in range(len(out)) if np.array_equal(out.masks[j], masks[k])]
+            ids = [int(out.track_ids[j]) for j in range(len(out)) if np.array_equal(out.full_masks()[j], masks[k])]
             if ids:
                 switches += k in last and last[k] != ids[0]
                 last[k] = ids[0]
@@ -104,7 +104,7 @@ def test_low_scores_match_after_high_ones_and_start_tracks_above_low_score() -> 
     byte.update(frame([disc(100, 80, 20)], [0.9]), 0)
     out = byte.update(frame([disc(103, 80, 20), disc(250, 80, 20)], [0.3, 0.3]), 1)
     assert list(out.track_ids) == [1]  # the low-scored instance continuing track 1 stays, the other goes
-    assert out.masks is not None and np.array_equal(out.masks[0], disc(103, 80, 20))
+    assert out.masks is not None and np.array_equal(out.full_masks()[0], disc(103, 80, 20))
 
 
 def test_tracks_end_after_max_age_and_classes_never_mix() -> None:

@@ -2,7 +2,8 @@
 scored instances.
 
 Every engine ends the same way: a label map (0 = nothing, k = region k, possibly at reduced resolution) goes
-through `segmentation`, which keeps regions by area, upscales them to frame size and builds masks and boxes.
+through `segmentation`, which keeps regions by area, upscales them to frame size and builds compact masks (each
+cropped to its box) and boxes.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from seg_video.core.types import ClassTable, Segmentation, boxes_from_masks
+from seg_video.core.types import ClassTable, InstanceMasks, Segmentation
 
 Polarity = Literal["auto", "bright", "dark"]
 """Which side of a grey threshold holds the objects; `auto`: the side that covers less of the frame."""
@@ -129,41 +130,50 @@ def segmentation(
     areas[0] = 0
     order = np.argsort(-areas, kind="stable")
     ids = order[areas[order] >= min_area][:max_instances]
-    masks, boxes = upscale(labels == ids[:, None, None], size)
-    scores = solidity(masks, boxes) if score_of is None else score_of[ids]
-    return Segmentation(*size, classes, boxes=boxes, scores=scores, class_ids=class_of[ids], masks=masks)
+    masks = region_masks(labels, ids, size)
+    scores = solidity(masks) if score_of is None else score_of[ids]
+    return Segmentation(*size, classes, boxes=masks.boxes.astype(np.float32), scores=scores,
+                        class_ids=class_of[ids], masks=masks)
 
 
-def upscale(
-    masks: npt.NDArray[np.bool_], size: tuple[int, int]
-) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.float32]]:
-    """(n,h,w) masks resized to `size` by nearest neighbour (pixel centres aligned), with their tight xyxy boxes.
-
-    Only each mask's box is resized, so the cost follows the objects' size rather than n times the frame's.
-    """
-    small_boxes = boxes_from_masks(masks)
-    if masks.shape[1:] == size:
-        return masks, small_boxes
-    (height, width), (small_height, small_width) = size, masks.shape[1:]
+def region_masks(labels: Labels, ids: npt.NDArray[np.integer], size: tuple[int, int]) -> InstanceMasks:
+    """Regions `ids` of the label map as masks at `size` = (height, width), resized by nearest neighbour (pixel
+    centres aligned), each cropped to its box: only the box is resized, so the cost follows the regions' size
+    rather than their number times the frame's."""
+    (height, width), (small_height, small_width) = size, labels.shape
     rows = np.minimum(((np.arange(height) + 0.5) * small_height / height).astype(np.int64), small_height - 1)
     cols = np.minimum(((np.arange(width) + 0.5) * small_width / width).astype(np.int64), small_width - 1)
-    out = np.zeros((len(masks), height, width), bool)
-    boxes = np.zeros_like(small_boxes)
-    for i, (x0, y0, x1, y1) in enumerate(small_boxes.astype(np.int64)):
+    boxes, crops = [], []
+    for region, (x0, y0, x1, y1) in zip(ids.tolist(), label_boxes(labels, ids).tolist(), strict=True):
         top, bottom = np.searchsorted(rows, (y0, y1))
         left, right = np.searchsorted(cols, (x0, x1))
-        out[i, top:bottom, left:right] = masks[i, y0:y1, x0:x1][rows[top:bottom] - y0][:, cols[left:right] - x0]
-        boxes[i] = left, top, right, bottom
-    return out, boxes
+        crops.append(labels[y0:y1, x0:x1][rows[top:bottom] - y0][:, cols[left:right] - x0] == region)
+        boxes.append((left, top, right, bottom))
+    return InstanceMasks.from_crops(height, width, np.array(boxes, np.int64).reshape(-1, 4), crops)
 
 
-def solidity(masks: npt.NDArray[np.bool_], boxes: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+def label_boxes(labels: Labels, ids: npt.NDArray[np.integer]) -> npt.NDArray[np.int64]:
+    """Tight xyxy boxes (x2/y2 exclusive) of the regions `ids` of a label map, in one pass over it."""
+    height, width = labels.shape
+    count = int(labels.max(initial=0)) + 1
+    rows = np.zeros((count, height), bool)
+    cols = np.zeros((count, width), bool)
+    rows[labels, np.arange(height)[:, None]] = True
+    cols[labels, np.arange(width)[None, :]] = True
+    rows, cols = rows[ids], cols[ids]
+    top, left = rows.argmax(axis=1), cols.argmax(axis=1)
+    bottom, right = height - rows[:, ::-1].argmax(axis=1), width - cols[:, ::-1].argmax(axis=1)
+    return np.stack([left, top, right, bottom], axis=1).astype(np.int64).reshape(-1, 4)
+
+
+def solidity(masks: InstanceMasks) -> npt.NDArray[np.float32]:
     """Each mask's area over its convex hull's area: 1 for convex shapes, lower for ragged, hollow or branching ones."""
     scores = np.ones(len(masks), np.float32)
-    for i, (mask, (x0, y0, x1, y1)) in enumerate(zip(masks, boxes.astype(np.int64), strict=True)):
-        crop = mask[y0:y1, x0:x1].astype(np.uint8)
-        contours, _ = cv2.findContours(crop, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    for i, crop in enumerate(masks.crops):
+        if not crop.size:
+            continue
+        contours, _ = cv2.findContours(crop.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         hull = cv2.convexHull(np.concatenate(contours))
-        hull_area = np.count_nonzero(cv2.fillConvexPoly(np.zeros_like(crop), hull, 1))
+        hull_area = np.count_nonzero(cv2.fillConvexPoly(np.zeros(crop.shape, np.uint8), hull, 1))
         scores[i] = min(1.0, np.count_nonzero(crop) / hull_area)
     return scores

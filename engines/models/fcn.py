@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from itertools import groupby
 from typing import Any, ClassVar, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -23,8 +24,8 @@ from torchvision.models.segmentation import (
     fcn_resnet101,
 )
 
-from seg_video.core.types import Frame, Segmentation, boxes_from_masks
-from seg_video.engines.models.torch_common import TorchEngine, TorchParams, class_table
+from seg_video.core.types import Frame, Segmentation
+from seg_video.engines.models.torch_common import TorchEngine, TorchParams, class_table, compact_masks
 from seg_video.engines.runners.base import Runner, RunnerModule
 from seg_video.engines.runners.graphs import Part
 
@@ -126,9 +127,9 @@ class FCNEngine(TorchEngine):
         present = present[present != 0]
         masks = labels == present[:, None, None]
         scores = (logits.softmax(0)[present] * masks).sum((1, 2)) / masks.sum((1, 2))
-        masks_host = masks.cpu().numpy()
-        return Segmentation(height=height, width=width, classes=self.classes, boxes=boxes_from_masks(masks_host),
-                            scores=scores.cpu().numpy(), class_ids=present.cpu().numpy(), masks=masks_host)
+        compact = compact_masks(masks)
+        return Segmentation(height=height, width=width, classes=self.classes, boxes=compact.boxes.astype(np.float32),
+                            scores=scores.cpu().numpy(), class_ids=present.cpu().numpy(), masks=compact)
 
 
 class FCN101Engine(FCNEngine):

@@ -30,7 +30,7 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from seg_video.core.types import Frame, Segmentation
-from seg_video.engines.models.torch_common import TorchEngine, TorchParams, class_table
+from seg_video.engines.models.torch_common import TorchEngine, TorchParams, class_table, compact_masks
 from seg_video.engines.runners.base import Runner, RunnerModule, first
 from seg_video.engines.runners.graphs import Part
 
@@ -223,7 +223,7 @@ class MaskRCNNEngine(TorchEngine):
             boxes=detection["boxes"].float().cpu().numpy(),
             scores=detection["scores"].float().cpu().numpy(),
             class_ids=detection["labels"].cpu().numpy(),
-            masks=(detection["masks"][:, 0] >= self.params.mask_threshold).cpu().numpy(),
+            masks=compact_masks(detection["masks"][:, 0] >= self.params.mask_threshold),
         )
 
 

@@ -33,7 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from seg_video.core.errors import EngineError
-from seg_video.core.types import ClassTable, Frame, Segmentation
+from seg_video.core.types import ClassTable, Frame, InstanceMasks, Segmentation
 from seg_video.engines.base import Engine
 from seg_video.engines.models.maskrcnn import MaskRCNNParams
 from seg_video.engines.runners.choice import Backend
@@ -137,11 +137,11 @@ def tf_segmentation(boxes: npt.NDArray[np.float32], masks: npt.NDArray[np.float3
     index = np.flatnonzero(chosen)
     pixels = pixels[index]
     probabilities = masks[index, graph_ids[index]].astype(np.float32)
-    instances = np.zeros((len(index), height, width), bool)
-    for mask, (x1, y1, x2, y2), probability in zip(instances, pixels, probabilities, strict=True):
-        mask[y1:y2 + 1, x1:x2 + 1] = cv2.resize(probability, (int(x2 - x1 + 1), int(y2 - y1 + 1))) > mask_threshold
-    return Segmentation(height=height, width=width, classes=COCO, boxes=pixels + np.array([0, 0, 1, 1]),
-                        scores=rows[index, 2], class_ids=graph_ids[index] + 1, masks=instances)
+    found = (pixels + np.array([0, 0, 1, 1])).astype(np.int64)
+    crops = [cv2.resize(probability, (int(x2 - x1), int(y2 - y1))) > mask_threshold
+             for (x1, y1, x2, y2), probability in zip(found.tolist(), probabilities, strict=True)]
+    return Segmentation(height=height, width=width, classes=COCO, boxes=found, scores=rows[index, 2],
+                        class_ids=graph_ids[index] + 1, masks=InstanceMasks.from_crops(height, width, found, crops))
 
 
 class MaskRCNNTFEngine(Engine):

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from torchvision.models import WeightsEnum
 
 from seg_video.core.errors import EngineError
-from seg_video.core.types import ClassTable, Frame
+from seg_video.core.types import ClassTable, Frame, InstanceMasks
 from seg_video.engines.base import TORCHVISION_NEEDS, Engine
 from seg_video.engines.cache import model_sha256
 from seg_video.engines.models.weights import fit_state, load_weights, weights_status
@@ -99,6 +99,21 @@ def resolve_device(spec: str, precision: str) -> torch.device:
     if precision == "fp16" and device.type != "cuda":
         raise EngineError("precision fp16 needs a CUDA GPU and this run is on the CPU; use precision fp32")
     return device
+
+
+def compact_masks(masks: Tensor) -> InstanceMasks:
+    """(n,H,W) bool masks on the engine's device as `InstanceMasks`: each cropped to its tight box there, so only
+    the crops cross to the host."""
+    height, width = int(masks.shape[1]), int(masks.shape[2])
+    if len(masks) == 0:
+        return InstanceMasks.empty(height, width)
+    rows, cols = masks.any(dim=2), masks.any(dim=1)
+    top, left = rows.int().argmax(dim=1), cols.int().argmax(dim=1)
+    bottom, right = height - rows.flip(1).int().argmax(dim=1), width - cols.flip(1).int().argmax(dim=1)
+    present = rows.any(dim=1)
+    boxes = torch.where(present[:, None], torch.stack([left, top, right, bottom], dim=1), 0).cpu().numpy()
+    crops = [masks[i, y1:y2, x1:x2].cpu().numpy() for i, (x1, y1, x2, y2) in enumerate(boxes.tolist())]
+    return InstanceMasks(height, width, boxes, crops)
 
 
 def cuda_status() -> str:

@@ -7,6 +7,7 @@ Colour order: every `Frame.image` in seg-video is **BGR**, H×W×3 uint8 (OpenCV
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -67,13 +68,97 @@ class Frame:
         return int(self.image.shape[0]), int(self.image.shape[1])
 
 
+class InstanceMasks:
+    """Instance masks, each cropped to its tight box: memory and work grow with the objects' area, not with the number
+    of instances times the frame's area (a 720p frame with 30 people would otherwise carry 28 MB of masks).
+
+    `boxes` (n,4) int64 xyxy in frame pixels, x2/y2 exclusive, within the `height`×`width` frame; `crops[i]` is
+    instance i's bool mask over its box, shape (y2-y1, x2-x1), with a set pixel on each edge (an empty mask has a
+    0×0 box). Build with `from_crops` (which trims) or `from_full`; `full()` gives the (n,H,W) masks back exactly.
+    """
+
+    def __init__(self, height: int, width: int, boxes: npt.NDArray[np.integer],
+                 crops: Sequence[npt.NDArray[np.bool_]]) -> None:
+        self.height, self.width = height, width
+        self.boxes = np.asarray(boxes, np.int64).reshape(-1, 4)
+        self.crops = tuple(crops)
+        if len(self.crops) != len(self.boxes):
+            raise SegmentationError(f"{len(self.crops)} mask crops for {len(self.boxes)} boxes")
+        for (x1, y1, x2, y2), crop in zip(self.boxes.tolist(), self.crops, strict=True):
+            if not (0 <= x1 <= x2 <= width and 0 <= y1 <= y2 <= height) or crop.shape != (y2 - y1, x2 - x1):
+                raise SegmentationError(f"a mask crop of shape {crop.shape} does not fit its box "
+                                        f"{(x1, y1, x2, y2)} in a {width}x{height} frame")
+
+    @classmethod
+    def from_crops(cls, height: int, width: int, boxes: npt.NDArray[np.integer],
+                   crops: Sequence[npt.NDArray[np.bool_]]) -> InstanceMasks:
+        """Masks given as crops over (possibly loose) boxes within the frame, each trimmed to its tight box."""
+        tight_boxes, tight = [], []
+        for (x1, y1, x2, y2), crop in zip(np.asarray(boxes, np.int64).reshape(-1, 4).tolist(), crops, strict=True):
+            crop = np.asarray(crop, bool)
+            if crop.shape != (y2 - y1, x2 - x1):
+                raise SegmentationError(f"a mask crop of shape {crop.shape} does not fit its box {(x1, y1, x2, y2)}")
+            rows, cols = np.flatnonzero(crop.any(axis=1)), np.flatnonzero(crop.any(axis=0))
+            if len(rows) == 0:
+                tight_boxes.append((0, 0, 0, 0))
+                tight.append(np.zeros((0, 0), bool))
+                continue
+            top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+            tight_boxes.append((x1 + left, y1 + top, x1 + right, y1 + bottom))
+            tight.append(crop[top:bottom, left:right])
+        return cls(height, width, np.array(tight_boxes, np.int64).reshape(-1, 4), tight)
+
+    @classmethod
+    def from_full(cls, masks: npt.NDArray[np.bool_]) -> InstanceMasks:
+        """Full-frame (n,H,W) masks, cropped."""
+        masks = np.asarray(masks, bool)
+        boxes = boxes_from_masks(masks).astype(np.int64)
+        crops = [mask[y1:y2, x1:x2] for mask, (x1, y1, x2, y2) in zip(masks, boxes.tolist(), strict=True)]
+        return cls(masks.shape[1], masks.shape[2], boxes, crops)
+
+    @classmethod
+    def empty(cls, height: int, width: int) -> InstanceMasks:
+        """No masks."""
+        return cls(height, width, np.zeros((0, 4), np.int64), ())
+
+    def __len__(self) -> int:
+        return len(self.crops)
+
+    def __getitem__(self, keep: npt.NDArray[np.bool_] | npt.NDArray[np.integer] | Sequence[int]) -> InstanceMasks:
+        """The masks picked by a boolean mask or an index array."""
+        picked = np.arange(len(self))[np.asarray(keep)]
+        return InstanceMasks(self.height, self.width, self.boxes[picked], [self.crops[i] for i in picked])
+
+    def areas(self) -> npt.NDArray[np.int64]:
+        """Each mask's pixel count."""
+        return np.array([np.count_nonzero(crop) for crop in self.crops], np.int64)
+
+    def window(self, index: int, x1: int, y1: int, x2: int, y2: int) -> npt.NDArray[np.bool_]:
+        """Mask `index` over the rectangle x1..x2, y1..y2 of the frame (False where the mask is not)."""
+        out = np.zeros((max(0, y2 - y1), max(0, x2 - x1)), bool)
+        bx1, by1, bx2, by2 = self.boxes[index].tolist()
+        left, top, right, bottom = max(x1, bx1), max(y1, by1), min(x2, bx2), min(y2, by2)
+        if left < right and top < bottom:
+            out[top - y1:bottom - y1, left - x1:right - x1] = self.crops[index][top - by1:bottom - by1,
+                                                                                left - bx1:right - bx1]
+        return out
+
+    def full(self) -> npt.NDArray[np.bool_]:
+        """The (n,H,W) full-frame masks (for whoever needs them; costs n × frame area)."""
+        out = np.zeros((len(self), self.height, self.width), bool)
+        for i, ((x1, y1, x2, y2), crop) in enumerate(zip(self.boxes.tolist(), self.crops, strict=True)):
+            out[i, y1:y2, x1:x2] = crop
+        return out
+
+
 @dataclass
 class Segmentation:
     """What an engine found in one frame, in that frame's pixel coordinates.
 
     Instances are parallel arrays (n = number of instances): `boxes` (n,4) float32 xyxy, `scores` (n,) float32,
-    `class_ids` (n,) int64, `masks` (n,H,W) bool or None, `track_ids` (n,) int64 or None. Semantic engines set
-    `label_map` (H,W) integer class ids. `classes` names the ids both refer to.
+    `class_ids` (n,) int64, `masks` (`InstanceMasks`: each cropped to its tight box; `full_masks()` gives (n,H,W))
+    or None, `track_ids` (n,) int64 or None. Semantic engines set `label_map` (H,W) integer class ids. `classes`
+    names the ids both refer to. `masks` may be given as full (n,H,W) masks: they are cropped.
     """
 
     height: int
@@ -82,7 +167,7 @@ class Segmentation:
     boxes: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros((0, 4), np.float32))
     scores: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros((0,), np.float32))
     class_ids: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros((0,), np.int64))
-    masks: npt.NDArray[np.bool_] | None = None
+    masks: InstanceMasks | None = None
     track_ids: npt.NDArray[np.int64] | None = None
     label_map: npt.NDArray[np.integer] | None = None
 
@@ -98,12 +183,15 @@ class Segmentation:
                 f"instance arrays disagree: boxes {self.boxes.shape}, scores {self.scores.shape}, "
                 f"class_ids {self.class_ids.shape}"
             )
-        if self.masks is not None:
-            self.masks = np.asarray(self.masks, dtype=bool)
-            if self.masks.shape != (n, self.height, self.width):
-                raise SegmentationError(
-                    f"masks have shape {self.masks.shape}, expected {(n, self.height, self.width)}"
-                )
+        if self.masks is not None and not isinstance(self.masks, InstanceMasks):
+            full = np.asarray(self.masks, dtype=bool)
+            if full.shape != (n, self.height, self.width):
+                raise SegmentationError(f"masks have shape {full.shape}, expected {(n, self.height, self.width)}")
+            self.masks = InstanceMasks.from_full(full)
+        if self.masks is not None and (len(self.masks), self.masks.height, self.masks.width) != (
+                n, self.height, self.width):
+            raise SegmentationError(f"{len(self.masks)} masks of a {self.masks.width}x{self.masks.height} frame for "
+                                    f"{n} instances of a {self.width}x{self.height} one")
         if self.track_ids is not None:
             self.track_ids = np.asarray(self.track_ids, dtype=np.int64).reshape(-1)
             if len(self.track_ids) != n:
@@ -116,10 +204,14 @@ class Segmentation:
     @classmethod
     def empty(cls, height: int, width: int, classes: ClassTable) -> Segmentation:
         """A segmentation with no instances and no label map."""
-        return cls(height=height, width=width, classes=classes, masks=np.zeros((0, height, width), bool))
+        return cls(height=height, width=width, classes=classes, masks=InstanceMasks.empty(height, width))
 
     def __len__(self) -> int:
         return len(self.boxes)
+
+    def full_masks(self) -> npt.NDArray[np.bool_] | None:
+        """The instance masks as (n,H,W) full-frame arrays (n × frame area: for whoever needs them), or None."""
+        return None if self.masks is None else self.masks.full()
 
     def select(self, keep: npt.NDArray[np.bool_] | npt.NDArray[np.integer]) -> Segmentation:
         """The instances picked by a boolean mask or index array; the label map is kept as it is."""

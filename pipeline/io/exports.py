@@ -39,7 +39,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from seg_video.core.colors import instance_color, voc_palette
-from seg_video.core.types import ClassTable, Frame, Segmentation, boxes_from_masks
+from seg_video.core.types import ClassTable, Frame, InstanceMasks, Segmentation
 from seg_video.core.version import __version__
 from seg_video.io.paths import OutputGuard
 
@@ -74,7 +74,8 @@ def coco_annotations(seg: Segmentation) -> list[dict[str, Any]]:
     found = []
     for i in range(len(seg)):
         x1, y1, x2, y2 = (float(v) for v in seg.boxes[i])
-        shape = {"area": round((x2 - x1) * (y2 - y1), 2)} if seg.masks is None else _rle(seg.masks[i])
+        shape = ({"area": round((x2 - x1) * (y2 - y1), 2)} if seg.masks is None
+                 else _rle(seg.masks.crops[i], seg.masks.boxes[i], seg.height, seg.width))
         track = None if seg.track_ids is None else int(seg.track_ids[i])
         found.append({**shape, "bbox": [round(v, 2) for v in (x1, y1, x2 - x1, y2 - y1)],
                       "score": round(float(seg.scores[i]), 4), "category_id": int(seg.class_ids[i]),
@@ -84,35 +85,37 @@ def coco_annotations(seg: Segmentation) -> list[dict[str, Any]]:
         for class_id in np.unique(seg.label_map):
             if class_id not in named:
                 continue
-            region = _rle(seg.label_map == class_id)
+            pixels = InstanceMasks.from_full((seg.label_map == class_id)[None])
+            region = _rle(pixels.crops[0], pixels.boxes[0], seg.height, seg.width)
             bbox = [round(float(v), 2) for v in mask_utils.toBbox(region["segmentation"])]
             found.append({**region, "bbox": bbox, "score": 1.0, "category_id": int(class_id), "track_id": None,
                           "iscrowd": 0})
     return found
 
 
-def _rle(mask: npt.NDArray[np.bool_]) -> dict[str, Any]:
-    """`segmentation` (COCO's compressed RLE, counts as text) and `area` of one (H,W) mask.
+def _rle(crop: npt.NDArray[np.bool_], box: npt.NDArray[np.int64], height: int, width: int) -> dict[str, Any]:
+    """`segmentation` (COCO's compressed RLE, counts as text) and `area` of a mask given as its `crop` over `box`
+    (xyxy, x2/y2 exclusive) in a `height`×`width` frame.
 
-    The same RLE as `pycocotools.mask.encode`, counted only over the columns the mask occupies: RLE runs down the
-    columns, so encode's copy of the whole frame into column order dominates its cost for all but huge masks."""
-    height, width = mask.shape
-    columns = np.flatnonzero(mask.any(axis=0))
-    if len(columns):
-        left, right = int(columns[0]), int(columns[-1]) + 1
-        strip = mask[:, left:right].ravel(order="F")
+    The same RLE as `pycocotools.mask.encode` of the full mask, counted only over the columns the mask occupies:
+    RLE runs down the columns, so only that band is laid out in column order."""
+    x1, y1, x2, y2 = (int(v) for v in box)
+    if not crop.any():
+        counts = [height * width]
+    else:
+        band = np.zeros((height, x2 - x1), bool)
+        band[y1:y2] = crop
+        strip = band.ravel(order="F")
         edges = np.flatnonzero(strip[1:] != strip[:-1]) + 1
         counts = np.diff(np.concatenate(([0], edges, [strip.size]))).tolist()
         if strip[0]:
             counts.insert(0, 0)  # runs alternate, starting with background
-        counts[0] += left * height  # the empty columns before and after
-        tail = (width - right) * height
+        counts[0] += x1 * height  # the empty columns before and after
+        tail = (width - x2) * height
         if not strip[-1]:
             counts[-1] += tail
         elif tail:
             counts.append(tail)
-    else:
-        counts = [height * width]
     rle = mask_utils.frPyObjects({"size": [height, width], "counts": counts}, height, width)
     return {"segmentation": {"size": [height, width], "counts": rle["counts"].decode("ascii")},
             "area": int(sum(counts[1::2]))}
@@ -327,8 +330,8 @@ def _instance_map(seg: Segmentation) -> npt.NDArray[np.int64]:
     if seg.masks is None:
         return ids
     keys = np.arange(1, len(seg) + 1) if seg.track_ids is None else seg.track_ids
-    for mask, key, (x1, y1, x2, y2) in zip(seg.masks, keys, boxes_from_masks(seg.masks).astype(int), strict=True):
-        ids[y1:y2, x1:x2][mask[y1:y2, x1:x2]] = key
+    for crop, key, (x1, y1, x2, y2) in zip(seg.masks.crops, keys, seg.masks.boxes.tolist(), strict=True):
+        ids[y1:y2, x1:x2][crop] = key
     return ids
 
 

@@ -17,16 +17,13 @@ import numpy as np
 import numpy.typing as npt
 
 from seg_video.core.colors import Color, instance_color, voc_palette
-from seg_video.core.types import ClassTable, Segmentation
+from seg_video.core.types import ClassTable, InstanceMasks, Segmentation
 
 if TYPE_CHECKING:
     from seg_video.core.config import RenderSettings
 
 Image = npt.NDArray[np.uint8]
 
-_MASK_MARGIN = 1 / 16
-"""Per-instance crops are the box grown by this fraction (+2 px): masks may spill a little past their box, as
-Mask R-CNN's masks do (it pastes them into a slightly enlarged box)."""
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _PANEL: Color = (32, 32, 32)
 _FPS_BACKGROUND: Color = (0, 0, 0)
@@ -79,20 +76,19 @@ class Renderer:
         ids = None if seg.label_map is None else _uint8_ids(seg.label_map)
         out = _colorize(ids) if ids is not None and settings.semantic == "labels" else image.copy()
         style = _Style.for_frame(seg.height, seg.width)
-        crops = _crops(seg.boxes, seg.height, seg.width)
         keys = range(len(seg)) if seg.track_ids is None else seg.track_ids
         colors = [instance_color(int(key)) for key in keys]
-        self._fill(out, ids if settings.semantic == "overlay" else None, seg.masks, crops, colors)
+        self._fill(out, ids if settings.semantic == "overlay" else None, seg.masks, colors)
         for i, color in enumerate(colors):
-            self._annotate(out, seg, i, crops[i], color, style)
+            self._annotate(out, seg, i, color, style)
         if ids is not None and settings.legend:
             _draw_legend(out, ids, seg.classes, style)
         if fps is not None and settings.fps_overlay:
             _draw_label(out, f"{fps:.1f} fps", (0, 0), _FPS_BACKGROUND, style)
         return out
 
-    def _fill(self, out: Image, overlay_ids: Image | None, masks: npt.NDArray[np.bool_] | None,
-              crops: npt.NDArray[np.int64], colors: Sequence[Color]) -> None:
+    def _fill(self, out: Image, overlay_ids: Image | None, masks: InstanceMasks | None,
+              colors: Sequence[Color]) -> None:
         """Blend the label map's colours (ids other than 0) and every instance mask over `out`, in one pass."""
         if overlay_ids is None and (masks is None or not len(masks)):
             return
@@ -103,11 +99,11 @@ class Renderer:
             layer = _colorize(overlay_ids)
             covered = (overlay_ids != 0).view(np.uint8)
         if masks is not None:
-            for mask, crop, color in zip(masks, crops, colors, strict=True):
-                inside = _crop(mask, crop)
-                if inside.size:
-                    _paint(_crop(layer, crop), inside, color)
-                    region = _crop(covered, crop)
+            for box, crop, color in zip(masks.boxes, masks.crops, colors, strict=True):
+                if crop.size:
+                    inside = crop.view(np.uint8)
+                    _paint(_crop(layer, box), inside, color)
+                    region = _crop(covered, box)
                     cv2.bitwise_or(region, inside, dst=region)
         x, y, width, height = cv2.boundingRect(covered)
         if width and height:
@@ -117,14 +113,14 @@ class Renderer:
             blended = cv2.addWeighted(target, 1 - alpha, _crop(layer, box), alpha, 0.0)
             cv2.copyTo(blended, _crop(covered, box), target)
 
-    def _annotate(self, out: Image, seg: Segmentation, i: int, crop: npt.NDArray[np.int64], color: Color,
-                  style: _Style) -> None:
+    def _annotate(self, out: Image, seg: Segmentation, i: int, color: Color, style: _Style) -> None:
         """Instance `i`'s outline, box and label, as the settings ask."""
         settings = self.settings
         x1, y1, x2, y2 = (int(v) for v in np.rint(seg.boxes[i]))
-        mask = None if seg.masks is None else _crop(seg.masks[i], crop)
-        if settings.contours and mask is not None and mask.size:
-            _paint(_crop(out, crop), _edge_band(mask, style.line), color)
+        if settings.contours and seg.masks is not None and seg.masks.crops[i].size:
+            region = _outline_region(seg.masks.boxes[i], style.line, seg.height, seg.width)
+            mask = seg.masks.window(i, *region.tolist()).view(np.uint8)
+            _paint(_crop(out, region), _edge_band(mask, style.line), color)
         if settings.boxes:
             cv2.rectangle(out, (x1, y1), (x2 - 1, y2 - 1), color, style.line)
         if settings.labels:
@@ -148,10 +144,10 @@ def _colorize(ids: Image) -> Image:
     return cast(Image, cv2.applyColorMap(ids, _PALETTE_LUT))
 
 
-def _crops(boxes: npt.NDArray[np.float32], height: int, width: int) -> npt.NDArray[np.int64]:
-    """Integer xyxy regions for per-instance work: each box grown by the mask margin, clipped to the frame."""
-    grow = (boxes[:, 2:] - boxes[:, :2]) * _MASK_MARGIN + 2
-    grown = np.hstack([np.floor(boxes[:, :2] - grow), np.ceil(boxes[:, 2:] + grow)])
+def _outline_region(box: npt.NDArray[np.int64], line: int, height: int, width: int) -> npt.NDArray[np.int64]:
+    """The region to draw a mask's outline in: its box grown by the line's width, clipped to the frame (so the
+    outline closes at the box's edges but not along the frame's)."""
+    grown = box + np.array([-line - 1, -line - 1, line + 1, line + 1])
     return np.clip(grown, 0, [width, height, width, height]).astype(np.int64)
 
 

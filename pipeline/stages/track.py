@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import numpy.typing as npt
 
-from seg_video.core.types import Segmentation, boxes_from_masks
+from seg_video.core.types import Segmentation
 
 if TYPE_CHECKING:
     from seg_video.core.config import TrackSettings
@@ -61,13 +61,6 @@ class _Mask:
     y: float
     pixels: npt.NDArray[np.bool_]
     area: int
-
-    @classmethod
-    def cut(cls, mask: npt.NDArray[np.bool_], box: npt.NDArray[np.float32]) -> _Mask:
-        """`mask` (H,W) inside its tight integer `box` (from `boxes_from_masks`)."""
-        x1, y1, x2, y2 = (int(v) for v in box)
-        pixels = mask[y1:y2, x1:x2].copy()
-        return cls(x1, y1, pixels, int(np.count_nonzero(pixels)))
 
     def moved(self, dx: float, dy: float) -> _Mask:
         """The same shape, (dx, dy) pixels away."""
@@ -152,8 +145,9 @@ class Tracker:
         settings = self.settings
         self._tracks = [t for t in self._tracks if index - t.seen <= settings.max_age]
         masks: list[_Mask | None] = [None] * len(seg)
-        if settings.iou == "mask" and seg.masks is not None:
-            masks = [_Mask.cut(m, b) for m, b in zip(seg.masks, boxes_from_masks(seg.masks), strict=True)]
+        if settings.iou == "mask" and seg.masks is not None:  # the masks come cropped to their tight boxes
+            masks = [_Mask(x1, y1, crop, int(np.count_nonzero(crop)))
+                     for (x1, y1, _, _), crop in zip(seg.masks.boxes.tolist(), seg.masks.crops, strict=True)]
         predicted = np.array([t.predicted(index) for t in self._tracks]).reshape(-1, 4)
         shared = _box_intersection(predicted, seg.boxes)
         shared *= np.array([t.class_id for t in self._tracks])[:, None] == seg.class_ids[None, :]
@@ -184,7 +178,7 @@ class Tracker:
         self._hide(np.setdiff1d(every, [t for t, _ in matches]), predicted, seg.boxes[ids >= 0], index)
         self._last = index
         keep = np.flatnonzero(ids >= 0)
-        kept = seg if len(keep) == len(seg) else seg.select(keep)  # select copies the masks
+        kept = seg if len(keep) == len(seg) else seg.select(keep)
         return dataclasses.replace(kept, track_ids=ids[keep])
 
     def _hide(self, unmatched: npt.NDArray[np.int64], predicted: npt.NDArray[np.float64], boxes: Boxes,
