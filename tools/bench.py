@@ -23,6 +23,7 @@ from _machine import machine_line
 
 from seg_video.api import run_config
 from seg_video.core.config import RunConfig
+from seg_video.core.memory import reuse_large_buffers
 from seg_video.core.settings import parse_scalar
 from seg_video.core.types import Item
 from seg_video.engines.base import create_engine
@@ -76,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="veryfast", help="x264 preset for both runs")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
+    reuse_large_buffers()  # as the seg-video command does (both variants run in this process)
 
     params = dict((k, parse_scalar(v)) for k, _, v in (p.partition("=") for p in args.param))
     config = run_config(args.engine, settings=params, sections={"output": {"preset": args.preset}})

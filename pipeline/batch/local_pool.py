@@ -21,6 +21,7 @@ import cv2
 
 from seg_video.batch.messages import POLL_SECONDS, MakeWorker, Task, Update
 from seg_video.core.errors import EngineError
+from seg_video.core.memory import reuse_large_buffers
 
 if TYPE_CHECKING:
     from seg_video.core.config import RunConfig
@@ -164,6 +165,7 @@ def serve(pipe: Connection, make_worker: MakeWorker, config: RunConfig, name: st
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _interrupt)
+    reuse_large_buffers()
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
     cv2.setNumThreads(threads)

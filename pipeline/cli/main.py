@@ -28,6 +28,7 @@ from seg_video.cli.report import (
     written,
 )
 from seg_video.core.errors import ConfigError, EngineError, MediaError, StageFailed, UsageError
+from seg_video.core.memory import reuse_large_buffers
 from seg_video.engines.base import create_engine, engines
 from seg_video.jobs.annotate import annotation_job
 
@@ -35,6 +36,7 @@ from seg_video.jobs.annotate import annotation_job
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `seg-video` console script; returns the exit code."""
     args = sys.argv[1:] if argv is None else list(argv)
+    reuse_large_buffers()
     batch = args[:1] == ["batch"]  # `seg-video batch …`: many videos, its own parser (seg_video.cli.batch)
     with stop_signals(second_exits=not batch):  # a batch stops its worker processes itself, however often told
         try:

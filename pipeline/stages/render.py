@@ -78,7 +78,11 @@ class Renderer:
         style = _Style.for_frame(seg.height, seg.width)
         keys = range(len(seg)) if seg.track_ids is None else seg.track_ids
         colors = [instance_color(int(key)) for key in keys]
-        self._fill(out, ids if settings.semantic == "overlay" else None, seg.masks, colors)
+        painted = [] if seg.masks is None else _paint_instances(seg.masks, colors, style.line)
+        self._fill(out, ids if settings.semantic == "overlay" else None, painted)
+        if settings.contours:
+            for part in painted:
+                part.outline(out, style.line)
         for i, color in enumerate(colors):
             self._annotate(out, seg, i, color, style)
         if ids is not None and settings.legend:
@@ -87,10 +91,9 @@ class Renderer:
             _draw_label(out, f"{fps:.1f} fps", (0, 0), _FPS_BACKGROUND, style)
         return out
 
-    def _fill(self, out: Image, overlay_ids: Image | None, masks: InstanceMasks | None,
-              colors: Sequence[Color]) -> None:
+    def _fill(self, out: Image, overlay_ids: Image | None, painted: Sequence[_Painted]) -> None:
         """Blend the label map's colours (ids other than 0) and every instance mask over `out`, in one pass."""
-        if overlay_ids is None and (masks is None or not len(masks)):
+        if overlay_ids is None and not painted:
             return
         if overlay_ids is None:
             layer = np.empty_like(out)
@@ -98,13 +101,11 @@ class Renderer:
         else:
             layer = _colorize(overlay_ids)
             covered = (overlay_ids != 0).view(np.uint8)
-        if masks is not None:
-            for box, crop, color in zip(masks.boxes, masks.crops, colors, strict=True):
-                if crop.size:
-                    inside = crop.view(np.uint8)
-                    _paint(_crop(layer, box), inside, color)
-                    region = _crop(covered, box)
-                    cv2.bitwise_or(region, inside, dst=region)
+        for part in painted:
+            inside = (part.ids != 0).view(np.uint8)
+            cv2.copyTo(part.colored, inside, _crop(layer, part.region))
+            region = _crop(covered, part.region)
+            cv2.bitwise_or(region, inside, dst=region)
         x, y, width, height = cv2.boundingRect(covered)
         if width and height:
             box = np.array([x, y, x + width, y + height])
@@ -114,19 +115,53 @@ class Renderer:
             cv2.copyTo(blended, _crop(covered, box), target)
 
     def _annotate(self, out: Image, seg: Segmentation, i: int, color: Color, style: _Style) -> None:
-        """Instance `i`'s outline, box and label, as the settings ask."""
+        """Instance `i`'s box and label, as the settings ask."""
         settings = self.settings
         x1, y1, x2, y2 = (int(v) for v in np.rint(seg.boxes[i]))
-        if settings.contours and seg.masks is not None and seg.masks.crops[i].size:
-            region = _outline_region(seg.masks.boxes[i], style.line, seg.height, seg.width)
-            mask = seg.masks.window(i, *region.tolist()).view(np.uint8)
-            _paint(_crop(out, region), _edge_band(mask, style.line), color)
         if settings.boxes:
             cv2.rectangle(out, (x1, y1), (x2 - 1, y2 - 1), color, style.line)
         if settings.labels:
             track = "" if seg.track_ids is None else f"#{seg.track_ids[i]} "
             text = f"{track}{seg.classes.name(int(seg.class_ids[i]))} {seg.scores[i]:.2f}"
             _draw_label(out, text, (x1, y1), color, style)
+
+
+@dataclass(frozen=True)
+class _Painted:
+    """Up to 255 instances drawn into one id map over the frame region their masks span (grown by the outline's
+    width): 0 where none is, k for the k-th of them (later ones on top, as they are drawn), and the picture of their
+    colours there."""
+
+    region: npt.NDArray[np.int64]
+    ids: Image
+    colored: Image
+
+    def outline(self, out: Image, line: int) -> None:
+        """Draw each instance's outline inside its visible part, `line` px wide, where it meets anything else (the
+        frame's own edge aside: erosion and dilation take the frame's outside as neutral)."""
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * line + 1, 2 * line + 1))
+        edge = (self.ids != cv2.erode(self.ids, kernel)) | (self.ids != cv2.dilate(self.ids, kernel))
+        cv2.copyTo(self.colored, (edge & (self.ids != 0)).view(np.uint8), _crop(out, self.region))
+
+
+def _paint_instances(masks: InstanceMasks, colors: Sequence[Color], line: int) -> list[_Painted]:
+    """The instance masks drawn in their colours, 255 instances per id map (the most a uint8 map holds)."""
+    painted = []
+    for start in range(0, len(masks), 255):
+        boxes = masks.boxes[start:start + 255]
+        shown = [k for k, crop in enumerate(masks.crops[start:start + 255]) if crop.size]
+        if not shown:
+            continue
+        low, high = boxes[shown, :2].min(axis=0) - line - 1, boxes[shown, 2:].max(axis=0) + line + 1
+        region = np.clip(np.concatenate([low, high]), 0, [masks.width, masks.height] * 2).astype(np.int64)
+        ids = np.zeros((region[3] - region[1], region[2] - region[0]), np.uint8)
+        for k in shown:
+            x1, y1, x2, y2 = (boxes[k] - np.tile(region[:2], 2)).tolist()
+            ids[y1:y2, x1:x2][masks.crops[start + k]] = k + 1
+        palette = np.zeros((256, 1, 3), np.uint8)
+        palette[1:len(boxes) + 1, 0] = colors[start:start + len(boxes)]
+        painted.append(_Painted(region, ids, cast(Image, cv2.applyColorMap(ids, palette))))
+    return painted
 
 
 def _uint8_ids(label_map: npt.NDArray[np.integer]) -> Image:
@@ -144,31 +179,9 @@ def _colorize(ids: Image) -> Image:
     return cast(Image, cv2.applyColorMap(ids, _PALETTE_LUT))
 
 
-def _outline_region(box: npt.NDArray[np.int64], line: int, height: int, width: int) -> npt.NDArray[np.int64]:
-    """The region to draw a mask's outline in: its box grown by the line's width, clipped to the frame (so the
-    outline closes at the box's edges but not along the frame's)."""
-    grown = box + np.array([-line - 1, -line - 1, line + 1, line + 1])
-    return np.clip(grown, 0, [width, height, width, height]).astype(np.int64)
-
-
 def _crop(array: npt.NDArray[np.generic], box: npt.NDArray[np.int64]) -> npt.NDArray[np.uint8]:
     """The xyxy `box` of `array`, as a uint8 view (a bool mask's pixels become 0/1)."""
     return array[box[1]:box[3], box[0]:box[2]].view(np.uint8)
-
-
-def _paint(dst: Image, mask: Image, color: Color) -> None:
-    """Set `dst` to `color` where `mask` is set; OpenCV's fill and masked copy are many times faster than numpy's
-    broadcast fill and boolean assignment."""
-    solid = np.empty_like(dst)
-    cv2.rectangle(solid, (0, 0), (solid.shape[1], solid.shape[0]), color, cv2.FILLED)
-    cv2.copyTo(solid, mask, dst)
-
-
-def _edge_band(mask: Image, width: int) -> Image:
-    """The pixels of `mask` within `width` px of its edge: its outline, drawn inside it (erosion leaves the crop's
-    own border alone, so a mask cut by the frame gets no line along the frame edge)."""
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * width + 1, 2 * width + 1))
-    return cast(Image, cv2.subtract(mask, cv2.erode(mask, kernel)))
 
 
 def _draw_label(image: Image, text: str, corner: tuple[int, int], background: Color, style: _Style) -> None:
