@@ -319,3 +319,46 @@ def test_vfr_ticks_alternate_and_pcm_needs_a_container_that_takes_it(tmp_path: P
     with pytest.raises(ValueError, match="cannot carry pcm_s16le audio"):
         write_sample_clip(tmp_path / "pcm.mp4", seconds=0.2, width=64, height=48, audio_codec="pcm_s16le")
     assert not (tmp_path / "pcm.mp4").exists()
+
+
+def avi_level(index: int) -> int:
+    """Frame `index`'s grey level: far from its neighbours', so a frame shown out of place stands out."""
+    return 10 + index * 47 % 230
+
+
+def b_frame_avi(path: Path, frames: int = 50, fps: int = 25) -> Path:
+    """An AVI as DivX-era cameras write it: MPEG-4 Part 2 with B-frames (AVI keeps decode order and no
+    presentation times) and an AC3 track; frame k shows grey level `avi_level(k)`."""
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("mpeg4", rate=fps)
+        video.width, video.height, video.pix_fmt = 160, 120, "yuv420p"
+        video.codec_context.max_b_frames, video.codec_context.gop_size = 2, 12
+        audio = out.add_stream("ac3", rate=48000, layout="stereo")
+        for index in range(frames):
+            picture = av.VideoFrame.from_ndarray(np.full((120, 160, 3), avi_level(index), np.uint8), format="bgr24")
+            picture.pts = index
+            out.mux(video.encode(picture))
+        out.mux(video.encode(None))
+        for start in range(0, 48000 * frames // fps, 1536):
+            sound = av.AudioFrame.from_ndarray(np.zeros((2, 1536), np.float32), format="fltp", layout="stereo")
+            sound.sample_rate, sound.pts = 48000, start
+            out.mux(audio.encode(sound))
+        out.mux(audio.encode(None))
+    return path
+
+
+def test_an_avi_with_b_frames_keeps_its_frames_times_and_every_audio_packet(tmp_path: Path) -> None:
+    """Frame k of an AVI is due at k / fps (FFmpeg's own guess puts B-frame streams one frame late); every audio
+    packet, the first included, reaches the output at its time."""
+    source = b_frame_avi(tmp_path / "in.avi")
+    frames = list(VideoSource(source))
+    assert [f.seconds for f in frames] == pytest.approx([k / 25 for k in range(50)])
+    assert [float(f.image.mean()) for f in frames] == pytest.approx([avi_level(k) for k in range(50)], abs=12)
+    out = tmp_path / "out.mp4"
+    transcode(source, out)
+    written, original = read_media(out), read_media(source)
+    assert written.times == pytest.approx([k / 25 for k in range(50)], abs=1e-3)
+    assert written.audio_codec == "ac3" and written.audio_packets == original.audio_packets  # all, copied as they are
+    with av.open(str(out)) as copy:
+        first = next(p for p in copy.demux(audio=0) if p.size)
+        assert first.pts is not None and float(first.pts * first.time_base) == 0.0

@@ -15,6 +15,7 @@ when that plays, and is removed when nothing of it plays.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import math
 import os
@@ -52,6 +53,8 @@ FALLBACK_FPS = 30.0
 """Rate used to invent timestamps for frames that have none when the stream states no rate either."""
 CUT_SHORT = 1.0
 """Seconds of video missing at the end (against the stream's stated duration) that make a quiet stop an error."""
+DECODE_ORDER_ONLY = frozenset({"avi"})
+"""Container formats that keep decode timestamps only (see `_display_order`)."""
 SAME_TIME = 2e-3
 """Seconds within which two timestamps count as the same instant (millisecond time bases round by up to 1 ms)."""
 VANISHED = "the file was deleted or moved, or its folder removed, while it was written"
@@ -286,20 +289,21 @@ class VideoSource:
             stream.thread_type = "AUTO"
             time_base = self.info.time_base
             ticks_per_frame = 1 / ((self.info.fps or FALLBACK_FPS) * time_base)
-            decoded = container.decode(stream)
+            decoded = _display_order(container, stream)
             index, end = 0, 0
             first: int | None = None
             upright: tuple[int, ...] = (self.info.height, self.info.width)
             size = upright
             while self.max_frames is None or index < self.max_frames:
                 try:
-                    frame = next(decoded, None)
+                    timed = next(decoded, None)
                 except av.FFmpegError as error:
                     raise DecodeError(f"decode error at frame {index} of {path}: {one_line(error)}") from error
-                if frame is None:
+                if timed is None:
                     self._check_complete(path, index, 0.0 if first is None else float((end - first) * time_base))
                     return
-                pts = frame.pts if frame.pts is not None else round(index * ticks_per_frame)
+                frame, stamp = timed
+                pts = stamp if stamp is not None else round(index * ticks_per_frame)
                 first = pts if first is None else first
                 end = pts + (frame.duration or 0)
                 image = rotate_upright(cast(npt.NDArray[np.uint8], frame.to_ndarray(format="bgr24")), frame.rotation)
@@ -319,6 +323,23 @@ class VideoSource:
         if self.info.duration is not None and seconds < self.info.duration - CUT_SHORT:
             raise DecodeError(f"decode error at frame {frames} of {path}: the video stops at {seconds:.2f} s "
                               f"of {self.info.duration:.2f} s (the file is damaged or cut short)")
+
+
+def _display_order(container: av.container.InputContainer,
+                   stream: av.VideoStream) -> Iterator[tuple[av.VideoFrame, int | None]]:
+    """The stream's frames as the decoder gives them (display order), each with its presentation time.
+
+    Most containers store presentation times. AVI stores frames in decode order with a constant duration and no
+    presentation times; FFmpeg invents them as decode time plus the B-frame reorder delay, which puts the first frame
+    one frame late against the audio. For such containers (`DECODE_ORDER_ONLY`) the k-th frame shown is due at the
+    k-th decode timestamp, taken smallest first."""
+    by_decode_order = container.format.name in DECODE_ORDER_ONLY
+    due: list[int] = []
+    for packet in container.demux(stream):
+        if by_decode_order and packet.dts is not None:
+            heapq.heappush(due, packet.dts)
+        for frame in packet.decode():
+            yield frame, heapq.heappop(due) if due else frame.pts
 
 
 ENCODER_THREADING = "FRAME"
@@ -577,6 +598,8 @@ class _AudioCarrier:
         self._packets = source.demux(self._input, video)
         self._pending: deque[tuple[float, av.Packet]] = deque()  # audio read ahead, with start times (s)
         self._video_until = -math.inf  # latest video time (s) the demuxer has passed
+        self._decode_order = source.format.name in DECODE_ORDER_ONLY  # video times as `_display_order` has them
+        self._audio_end = 0.0  # where the audio read so far ends (s): an untimed packet goes there
 
     @classmethod
     def open(cls, path: Path, output: av.container.OutputContainer, encoder: str) -> _AudioCarrier | None:
@@ -624,12 +647,17 @@ class _AudioCarrier:
             return False
         if packet is None:
             return False
-        if packet.pts is not None and packet.size:
-            start = float(packet.pts * packet.time_base)
-            if packet.stream.type == "video":
-                self._video_until = max(self._video_until, start)
-            else:
-                self._pending.append((start, packet))
+        if not packet.size:
+            return True
+        if packet.stream.type == "video":
+            stamp = packet.dts if self._decode_order else packet.pts
+            if stamp is not None:
+                self._video_until = max(self._video_until, float(stamp * packet.time_base))
+            return True
+        stamp = packet.pts if packet.pts is not None else packet.dts
+        start = self._audio_end if stamp is None else float(stamp * packet.time_base)  # untimed: right after the last
+        self._audio_end = start + float((packet.duration or 0) * packet.time_base)
+        self._pending.append((start, packet))
         return True
 
     def _mux(self, packet: av.Packet) -> None:
