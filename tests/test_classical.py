@@ -346,3 +346,32 @@ def test_registry_finds_each_engine(name: str) -> None:
     cls = engine_class(name)
     assert cls.name == name and cls.kind == "instance"
     assert create_engine(name).classes.names
+
+
+def speckled_scene(rng: np.random.Generator) -> Image:
+    """Bright squares of many sizes on a dark ground: a hundred and more regions."""
+    image = noisy(BACKGROUND)
+    for _ in range(140):
+        side = int(rng.integers(4, 30))
+        y, x = int(rng.integers(0, HEIGHT - side)), int(rng.integers(0, WIDTH - side))
+        image[y:y + side, x:x + side] = (220, 220, 220)
+    return image
+
+
+@pytest.mark.parametrize(("name", "params"), [("threshold", {"polarity": "bright"}), ("edges", {}),
+                                              ("kmeans", {"split_components": True}), ("region", {})])
+def test_region_engines_give_a_capped_region_map_by_default(name: str, params: dict[str, Any]) -> None:
+    image = speckled_scene(np.random.default_rng(7))
+    regions = run(name, [image], min_area=16, **params)[0]
+    instances = run(name, [image], min_area=16, output="instances", **params)[0]
+    assert regions.regions and not instances.regions
+    assert 1 <= len(regions) <= 12 < len(instances)
+    covered = regions.full_masks().any(axis=0)
+    assert covered.sum() >= instances.full_masks().any(axis=0).sum()  # smaller regions merged in, not dropped
+    assert len(run(name, [image], min_area=16, regions=3, **params)[0]) <= 3
+
+
+def test_motion_labels_carry_no_made_up_score() -> None:
+    frames, _ = moving_scene(30, 15)
+    found = run("motion", frames)
+    assert any(len(seg) for seg in found) and not any(seg.scored for seg in found if len(seg))

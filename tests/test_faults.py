@@ -348,7 +348,8 @@ def test_a_full_disk_keeps_the_frames_that_reached_it(long_clip: Path, small_dis
     result = run(long_clip, out, "--crf", "0", "--quiet")
 
     assert result.code == 1, result.lines
-    assert f"cannot write {out}: No space left on device" in result.error
+    # Matroska buffers a cluster (up to 5 s) before it reaches the disk: the write that fails may be the last one
+    assert re.search(f"cannot (write|finish) {re.escape(str(out))}: No space left on device", result.error)
     assert 0 < result.written() == frames_in(out) < 300  # Matroska plays without its closing index
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import cv2
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -276,3 +279,40 @@ def test_a_render_table_maps_onto_the_settings() -> None:
     table = {"alpha": 0.3, "contours": False, "boxes": True, "labels": False, "semantic": "labels", "legend": False,
              "fps_overlay": True}
     assert from_mapping(RenderSettings, table, "render") == RenderSettings(**table)  # type: ignore[arg-type]
+
+
+def drawn_texts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every text the renderer puts on a picture, in order."""
+    texts: list[str] = []
+    real = cv2.putText
+
+    def spy(image: Any, text: str, *args: Any, **kwargs: Any) -> Any:
+        texts.append(text)
+        return real(image, text, *args, **kwargs)
+
+    monkeypatch.setattr(cv2, "putText", spy)
+    return texts
+
+
+def test_a_region_map_is_fills_and_outlines_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    texts = drawn_texts(monkeypatch)
+    image = noise()
+    as_regions = instances(disc(60, 60, 30), disc(150, 200, 40))
+    as_regions.regions = True
+    plain = Renderer(RenderSettings(boxes=False, labels=False)).render(image, as_regions)
+    full = Renderer(RenderSettings()).render(image, as_regions)
+    assert np.array_equal(plain, full) and not texts  # no boxes, no labels, whatever the settings
+    assert not np.array_equal(full, image)
+    as_regions.regions = False
+    assert not np.array_equal(Renderer(RenderSettings()).render(image, as_regions), full) and texts
+
+
+def test_labels_leave_out_scores_that_mean_nothing_and_never_pile_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    texts = drawn_texts(monkeypatch)
+    seg = instances(disc(100, 100, 30), disc(100, 101, 30), disc(40, 260, 20), track_ids=[3, 4, 5])
+    Renderer(RenderSettings()).render(noise(), seg)
+    assert texts == ["#3 person 0.87", "#5 person 0.87"]  # #4's label would cover #3's
+    texts.clear()
+    seg.scored = False
+    Renderer(RenderSettings()).render(noise(), seg)
+    assert texts == ["#3 person", "#5 person"]

@@ -50,6 +50,27 @@ class InstanceParams:
         at_least("max_instances", self.max_instances, 1)
 
 
+@dataclass
+class RegionMapParams(InstanceParams):
+    """Settings of the engines that split the picture into regions (threshold, edges, kmeans, region)."""
+
+    output: Literal["regions", "instances"] = "regions"
+    """regions: a region map, as the textbook pictures of these methods (coloured regions with outlines; no boxes,
+    labels or tracking), the smaller regions merged into their neighbours; instances: every region an instance
+    with its box, label and track id."""
+    regions: int = 12
+    """regions: at most this many, the largest (each smaller one merged into the nearest of them)."""
+
+    def validate(self) -> None:
+        """Also check the region cap."""
+        super().validate()
+        between("regions", self.regions, 1, 255)
+
+    def region_cap(self) -> int | None:
+        """The most regions of a region map, or None when each region is an instance."""
+        return self.regions if self.output == "regions" else None
+
+
 class FrameEngine(Engine):
     """An instance engine that segments each frame on its own, in order (state, if any, lives on the engine)."""
 

@@ -120,20 +120,41 @@ def segmentation(
     min_area: int,
     max_instances: int,
     score_of: npt.NDArray[np.floating] | None = None,
+    regions: int | None = None,
+    scored: bool = True,
 ) -> Segmentation:
     """Instances from a label map at any resolution: regions of at least `min_area` frame pixels, largest first.
 
     `class_of[k]` and `score_of[k]` are region k's class id and score; without `score_of`, each instance is scored
     by its solidity. Masks are upscaled (nearest neighbour) to `size` = (height, width) when the map is smaller.
+    With `regions`, the result is a region map of at most that many regions: every smaller region is merged into
+    the nearest kept one. `scored` False: the scores are no confidences, and labels leave them out.
     """
     areas = np.bincount(labels.ravel(), minlength=len(class_of)) * (size[0] * size[1] / labels.size)
     areas[0] = 0
     order = np.argsort(-areas, kind="stable")
-    ids = order[areas[order] >= min_area][:max_instances]
+    ids = order[areas[order] >= min_area][:max_instances if regions is None else regions]
+    if regions is not None:
+        labels = merged(labels, ids)
     masks = region_masks(labels, ids, size)
     scores = solidity(masks) if score_of is None else score_of[ids]
     return Segmentation(*size, classes, boxes=masks.boxes.astype(np.float32), scores=scores,
-                        class_ids=class_of[ids], masks=masks)
+                        class_ids=class_of[ids], masks=masks, regions=regions is not None, scored=scored)
+
+
+def merged(labels: Labels, kept: npt.NDArray[np.integer]) -> Labels:
+    """The label map with every region but `kept` merged into the nearest kept region (by distance to its pixels);
+    label 0 (nothing) stays 0."""
+    keep = np.isin(labels, kept)
+    others = (labels != 0) & ~keep
+    if not others.any() or not keep.any():
+        return labels
+    _, nearest = cv2.distanceTransformWithLabels((~keep).view(np.uint8), cv2.DIST_L2, 3,
+                                                 labelType=cv2.DIST_LABEL_PIXEL)
+    owners = labels[keep]  # the kept pixels in raster order: distance-transform label k is the k-th of them
+    out = labels.copy()
+    out[others] = owners[nearest[others] - 1]
+    return out
 
 
 def region_masks(labels: Labels, ids: npt.NDArray[np.integer], size: tuple[int, int]) -> InstanceMasks:

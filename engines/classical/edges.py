@@ -14,14 +14,14 @@ import numpy as np
 import numpy.typing as npt
 
 from seg_video.core.types import ClassTable, Frame, Segmentation
-from seg_video.engines.classical._common import MAX_KERNEL, FrameEngine, InstanceParams, at_least, between, odd_or_zero
+from seg_video.engines.classical._common import MAX_KERNEL, FrameEngine, RegionMapParams, at_least, between, odd_or_zero
 from seg_video.engines.classical._regions import components, ellipse, segmentation, smooth
 
 CLASSES = ClassTable(("region",))
 
 
 @dataclass
-class EdgesParams(InstanceParams):
+class EdgesParams(RegionMapParams):
     """Which edge detector, its thresholds, and how hard to close gaps in the outlines."""
 
     operator: Literal["canny", "sobel", "laplacian"] = "canny"
@@ -73,7 +73,8 @@ class EdgesEngine(FrameEngine):
         filled = cv2.drawContours(np.zeros_like(closed), contours, -1, 1, thickness=cv2.FILLED)
         labels, level_of = components(filled, opening=self._kernel)
         return segmentation(labels, frame.size, CLASSES, np.zeros_like(level_of),
-                            min_area=self.params.min_area, max_instances=self.params.max_instances)
+                            min_area=self.params.min_area, max_instances=self.params.max_instances,
+                            regions=self.params.region_cap())
 
     def _edges(self, image: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
         """Binary edge map (0/1 or 0/255) of a BGR image from the chosen operator, per pixel its strongest channel."""

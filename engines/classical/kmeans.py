@@ -9,7 +9,7 @@ import numpy as np
 import numpy.typing as npt
 
 from seg_video.core.types import ClassTable, Frame, Segmentation
-from seg_video.engines.classical._common import FrameEngine, InstanceParams, at_least, between
+from seg_video.engines.classical._common import FrameEngine, RegionMapParams, at_least, between
 from seg_video.engines.classical._regions import components, segmentation, shrink
 
 Pixels = npt.NDArray[np.float32]
@@ -17,7 +17,7 @@ Pixels = npt.NDArray[np.float32]
 
 
 @dataclass
-class KMeansParams(InstanceParams):
+class KMeansParams(RegionMapParams):
     """Number of colour clusters, working resolution, and the k-means effort."""
 
     k: int = 4
@@ -82,7 +82,8 @@ class KMeansEngine(FrameEngine):
             labels, level_of = cluster_map + 1, np.concatenate(([0], np.arange(params.k)))
         scores = separation(pixels, clusters, centres)
         return segmentation(labels, frame.size, self._classes, level_of, min_area=params.min_area,
-                            max_instances=params.max_instances, score_of=scores[level_of])
+                            max_instances=params.max_instances, score_of=scores[level_of],
+                            regions=params.region_cap())
 
     def _cluster(self, pixels: Pixels) -> tuple[npt.NDArray[np.int32], Pixels]:
         """(each pixel's cluster, the centres); the centres seed the next frame's clusters, which keep their ids."""

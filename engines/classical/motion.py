@@ -104,4 +104,4 @@ class MotionEngine(FrameEngine):
         marked = np.bincount(labels[moving], minlength=len(level_of))
         scores = marked / np.maximum(np.bincount(labels.ravel(), minlength=len(level_of)), 1)
         return segmentation(labels, frame.size, CLASSES, np.zeros_like(level_of), min_area=params.min_area,
-                            max_instances=params.max_instances, score_of=scores)
+                            max_instances=params.max_instances, score_of=scores, scored=False)

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from seg_video.core.types import ClassTable, Frame, Segmentation
-from seg_video.engines.classical._common import FrameEngine, InstanceParams, between, odd_or_zero
+from seg_video.engines.classical._common import FrameEngine, RegionMapParams, between, odd_or_zero
 from seg_video.engines.classical._regions import Grey, Polarity, components, grey, grey_classes, segmentation
 
 CLASSES = ClassTable(("object",))
@@ -16,7 +16,7 @@ NEIGHBOURS = np.ones((3, 3), np.uint8)
 
 
 @dataclass
-class RegionParams(InstanceParams):
+class RegionParams(RegionMapParams):
     """Foreground polarity, smoothing, and how deep inside an object its marker sits."""
 
     polarity: Polarity = "auto"
@@ -66,4 +66,5 @@ class RegionEngine(FrameEngine):
         cv2.watershed(frame.image, markers)
         labels = np.where(inside & (markers > 1), markers - 1, 0)
         return segmentation(labels, frame.size, CLASSES, np.zeros_like(level_of),
-                            min_area=self.params.min_area, max_instances=self.params.max_instances)
+                            min_area=self.params.min_area, max_instances=self.params.max_instances,
+                            regions=self.params.region_cap())

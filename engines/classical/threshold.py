@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from seg_video.core.types import ClassTable, Frame, Segmentation
-from seg_video.engines.classical._common import MAX_KERNEL, FrameEngine, InstanceParams, at_least, between, odd_or_zero
+from seg_video.engines.classical._common import MAX_KERNEL, FrameEngine, RegionMapParams, at_least, between, odd_or_zero
 from seg_video.engines.classical._regions import (
     Grey,
     Labels,
@@ -24,7 +24,7 @@ from seg_video.engines.classical._regions import (
 
 
 @dataclass
-class ThresholdParams(InstanceParams):
+class ThresholdParams(RegionMapParams):
     """How grey levels split into object and background."""
 
     method: Literal["otsu", "mean", "multi"] = "otsu"
@@ -82,7 +82,8 @@ class ThresholdEngine(FrameEngine):
         labels, level_of = self._regions(prepared)
         class_of = level_of if params.method == "multi" else np.zeros_like(level_of)
         return segmentation(labels, frame.size, self._classes, class_of,
-                            min_area=params.min_area, max_instances=params.max_instances)
+                            min_area=params.min_area, max_instances=params.max_instances,
+                            regions=params.region_cap())
 
     def _regions(self, image: Grey) -> tuple[Labels, npt.NDArray[np.int64]]:
         """Connected regions of the object classes, with each region's grey class."""

@@ -158,7 +158,9 @@ class Segmentation:
     Instances are parallel arrays (n = number of instances): `boxes` (n,4) float32 xyxy, `scores` (n,) float32,
     `class_ids` (n,) int64, `masks` (`InstanceMasks`: each cropped to its tight box; `full_masks()` gives (n,H,W))
     or None, `track_ids` (n,) int64 or None. Semantic engines set `label_map` (H,W) integer class ids. `classes`
-    names the ids both refer to. `masks` may be given as full (n,H,W) masks: they are cropped.
+    names the ids both refer to. `masks` may be given as full (n,H,W) masks: they are cropped. `regions`: the
+    instances are the regions of a region map (classical region engines), drawn as such and not tracked; `scored`
+    False: the scores are no confidences (background subtraction), and labels leave them out.
     """
 
     height: int
@@ -170,6 +172,8 @@ class Segmentation:
     masks: InstanceMasks | None = None
     track_ids: npt.NDArray[np.int64] | None = None
     label_map: npt.NDArray[np.integer] | None = None
+    regions: bool = False
+    scored: bool = True
 
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4) if np.size(self.boxes) else np.zeros(
@@ -225,6 +229,8 @@ class Segmentation:
             masks=None if self.masks is None else self.masks[keep],
             track_ids=None if self.track_ids is None else self.track_ids[keep],
             label_map=self.label_map,
+            regions=self.regions,
+            scored=self.scored,
         )
 
 

@@ -76,15 +76,16 @@ class Renderer:
         ids = None if seg.label_map is None else _uint8_ids(seg.label_map)
         out = _colorize(ids) if ids is not None and settings.semantic == "labels" else image.copy()
         style = _Style.for_frame(seg.height, seg.width)
-        keys = range(len(seg)) if seg.track_ids is None else seg.track_ids
-        colors = [instance_color(int(key)) for key in keys]
+        colors = [instance_color(int(key)) for key in _colour_keys(seg)]
         painted = [] if seg.masks is None else _paint_instances(seg.masks, colors, style.line)
         self._fill(out, ids if settings.semantic == "overlay" else None, painted)
         if settings.contours:
             for part in painted:
                 part.outline(out, style.line)
-        for i, color in enumerate(colors):
-            self._annotate(out, seg, i, color, style)
+        if not seg.regions:  # a region map is its fills and outlines alone
+            taken: list[tuple[int, int, int, int]] = []
+            for i, color in enumerate(colors):
+                self._annotate(out, seg, i, color, style, taken)
         if ids is not None and settings.legend:
             _draw_legend(out, ids, seg.classes, style)
         if fps is not None and settings.fps_overlay:
@@ -114,16 +115,22 @@ class Renderer:
             blended = cv2.addWeighted(target, 1 - alpha, _crop(layer, box), alpha, 0.0)
             cv2.copyTo(blended, _crop(covered, box), target)
 
-    def _annotate(self, out: Image, seg: Segmentation, i: int, color: Color, style: _Style) -> None:
-        """Instance `i`'s box and label, as the settings ask."""
+    def _annotate(self, out: Image, seg: Segmentation, i: int, color: Color, style: _Style,
+                  taken: list[tuple[int, int, int, int]]) -> None:
+        """Instance `i`'s box and label, as the settings ask; a label that would cover one already drawn (`taken`)
+        is left out, so labels never pile up."""
         settings = self.settings
         x1, y1, x2, y2 = (int(v) for v in np.rint(seg.boxes[i]))
         if settings.boxes:
             cv2.rectangle(out, (x1, y1), (x2 - 1, y2 - 1), color, style.line)
         if settings.labels:
             track = "" if seg.track_ids is None else f"#{seg.track_ids[i]} "
-            text = f"{track}{seg.classes.name(int(seg.class_ids[i]))} {seg.scores[i]:.2f}"
-            _draw_label(out, text, (x1, y1), color, style)
+            score = f" {seg.scores[i]:.2f}" if seg.scored else ""
+            text = f"{track}{seg.classes.name(int(seg.class_ids[i]))}{score}"
+            place = _label_place(out, text, (x1, y1), style)
+            if not any(_overlap(place, other) for other in taken):
+                taken.append(place)
+                _draw_label(out, text, (x1, y1), color, style)
 
 
 @dataclass(frozen=True)
@@ -164,6 +171,21 @@ def _paint_instances(masks: InstanceMasks, colors: Sequence[Color], line: int) -
     return painted
 
 
+def _colour_keys(seg: Segmentation) -> Sequence[int]:
+    """What each instance's colour follows: its track id; in a region map its class, when the engine has several
+    (k-means clusters keep their colour from frame to frame); else its place in the list."""
+    if seg.track_ids is not None:
+        return seg.track_ids.tolist()
+    if seg.regions and sum(name is not None for name in seg.classes.names) > 1:
+        return seg.class_ids.tolist()
+    return range(len(seg))
+
+
+def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    """Whether two xyxy rectangles share pixels."""
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
 def _uint8_ids(label_map: npt.NDArray[np.integer]) -> Image:
     """The label map as uint8, the type OpenCV's colour lookup takes; ids outside 0..255 are refused."""
     if label_map.dtype == np.uint8:
@@ -184,12 +206,19 @@ def _crop(array: npt.NDArray[np.generic], box: npt.NDArray[np.int64]) -> npt.NDA
     return array[box[1]:box[3], box[0]:box[2]].view(np.uint8)
 
 
+def _label_place(image: Image, text: str, corner: tuple[int, int], style: _Style) -> tuple[int, int, int, int]:
+    """The xyxy rectangle `text`'s label takes with its top-left at `corner`, moved as needed to stay inside the
+    image."""
+    width, height = style.label_width(text), style.label_height
+    x = max(0, min(corner[0], image.shape[1] - width))
+    y = max(0, min(corner[1], image.shape[0] - height))
+    return x, y, x + width, y + height
+
+
 def _draw_label(image: Image, text: str, corner: tuple[int, int], background: Color, style: _Style) -> None:
     """`text` on a filled box with its top-left at `corner`, moved as needed to stay inside the image."""
-    width, height = style.label_width(text), style.label_height
-    x, y = corner
-    x = max(0, min(x, image.shape[1] - width))
-    y = max(0, min(y, image.shape[0] - height))
+    x, y, right, bottom = _label_place(image, text, corner, style)
+    width, height = right - x, bottom - y
     cv2.rectangle(image, (x, y), (x + width - 1, y + height - 1), background, cv2.FILLED)
     blue, green, red = background
     ink = (0, 0, 0) if 0.299 * red + 0.587 * green + 0.114 * blue > 150 else (255, 255, 255)

@@ -141,7 +141,10 @@ class Tracker:
         """Index of the frame seen last."""
 
     def update(self, seg: Segmentation, index: int) -> Segmentation:
-        """`seg` (frame `index`) with track ids, less the instances below `low_score` that continue no track."""
+        """`seg` (frame `index`) with track ids, less the instances below `low_score` that continue no track; a
+        region map is left as it is (its regions are parts of the picture, not objects to follow)."""
+        if seg.regions:
+            return seg
         settings = self.settings
         self._tracks = [t for t in self._tracks if index - t.seen <= settings.max_age]
         masks: list[_Mask | None] = [None] * len(seg)
