@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from types import TracebackType
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, cast
 
 from seg_video.core.errors import ConfigError, EngineError
 from seg_video.core.settings import from_mapping
@@ -96,6 +96,23 @@ class Engine(ABC):
     @abstractmethod
     def infer(self, frames: Sequence[Frame], prepared: Sequence[Any]) -> list[Segmentation]:
         """Segment a batch of frames (in order); returns one `Segmentation` per frame."""
+
+    def observe(self, frames: Sequence[Frame], prepared: Sequence[Any]) -> list[Any]:
+        """The part of `infer` that must see the frames in order, one call after another (a background model's
+        update): the pipeline runs it in the infer thread, and `finish` turns each result into its frame's
+        `Segmentation`. By default the whole of `infer`."""
+        return list(self.infer(frames, prepared))
+
+    def finish(self, frame: Frame, observed: Any) -> Segmentation:
+        """The rest of `infer` for one frame, which needs no other frame (mask clean-up): the pipeline runs it in a
+        stage of its own, so that it never holds up the next frame's inference. An engine that splits its work
+        overrides both this and `observe`; by default `observed` is the segmentation already."""
+        return cast(Segmentation, observed)
+
+    @classmethod
+    def finishes(cls) -> bool:
+        """Whether the engine splits its inference into `observe` and `finish`."""
+        return cls.finish is not Engine.finish
 
     def reset(self) -> None:
         """Forget what earlier frames taught the engine (background model, warm start): a new video begins."""

@@ -330,6 +330,12 @@ def test_region_masks_are_nearest_neighbour_upscales_cropped_to_tight_boxes() ->
     ("motion", {"learning_rate": 2.0}, "learning_rate"),
     ("motion", {"history": "long"}, "engine.motion.history"),
     ("motion", {"max_instances": 0}, "max_instances"),
+    ("motion", {"history_seconds": 0.0}, "history_seconds"),
+    ("motion", {"light_cell": -1}, "light_cell"),
+    ("motion", {"texture": 1.5}, "texture"),
+    ("motion", {"texture_window": 1}, "texture_window"),
+    ("motion", {"merge": 1000}, "merge"),
+    ("motion", {"relearn": 2.0}, "relearn"),
     ("motion", {"kernel": 100_000}, "kernel must be between 1 and 255"),  # would allocate a 10^10 kernel
     ("threshold", {"blur": 100_001}, "blur must be 0 .off. or an odd size up to 255"),
     ("kmeans", {"iterations": 10**9}, "iterations"),

@@ -122,21 +122,23 @@ def segmentation(
     score_of: npt.NDArray[np.floating] | None = None,
     regions: int | None = None,
     scored: bool = True,
+    boxes: npt.NDArray[np.int64] | None = None,
 ) -> Segmentation:
     """Instances from a label map at any resolution: regions of at least `min_area` frame pixels, largest first.
 
     `class_of[k]` and `score_of[k]` are region k's class id and score; without `score_of`, each instance is scored
     by its solidity. Masks are upscaled (nearest neighbour) to `size` = (height, width) when the map is smaller.
     With `regions`, the result is a region map of at most that many regions: every smaller region is merged into
-    the nearest kept one. `scored` False: the scores are no confidences, and labels leave them out.
+    the nearest kept one. `scored` False: the scores are no confidences, and labels leave them out. `boxes[k]`, when
+    the caller knows them, is region k's xyxy box in the map (else found in one pass over it).
     """
     areas = np.bincount(labels.ravel(), minlength=len(class_of)) * (size[0] * size[1] / labels.size)
     areas[0] = 0
     order = np.argsort(-areas, kind="stable")
     ids = order[areas[order] >= min_area][:max_instances if regions is None else regions]
     if regions is not None:
-        labels = merged(labels, ids)
-    masks = region_masks(labels, ids, size)
+        labels, boxes = merged(labels, ids), None
+    masks = region_masks(labels, ids, size, None if boxes is None else boxes[ids])
     scores = solidity(masks) if score_of is None else score_of[ids]
     return Segmentation(*size, classes, boxes=masks.boxes.astype(np.float32), scores=scores,
                         class_ids=class_of[ids], masks=masks, regions=regions is not None, scored=scored)
@@ -157,15 +159,17 @@ def merged(labels: Labels, kept: npt.NDArray[np.integer]) -> Labels:
     return out
 
 
-def region_masks(labels: Labels, ids: npt.NDArray[np.integer], size: tuple[int, int]) -> InstanceMasks:
+def region_masks(labels: Labels, ids: npt.NDArray[np.integer], size: tuple[int, int],
+                 known: npt.NDArray[np.int64] | None = None) -> InstanceMasks:
     """Regions `ids` of the label map as masks at `size` = (height, width), resized by nearest neighbour (pixel
-    centres aligned), each cropped to its box: only the box is resized, so the cost follows the regions' size
-    rather than their number times the frame's."""
+    centres aligned), each cropped to its box (`known`: their xyxy boxes in the map, when the caller has them):
+    only the box is resized, so the cost follows the regions' size rather than their number times the frame's."""
     (height, width), (small_height, small_width) = size, labels.shape
     rows = np.minimum(((np.arange(height) + 0.5) * small_height / height).astype(np.int64), small_height - 1)
     cols = np.minimum(((np.arange(width) + 0.5) * small_width / width).astype(np.int64), small_width - 1)
     boxes, crops = [], []
-    for region, (x0, y0, x1, y1) in zip(ids.tolist(), label_boxes(labels, ids).tolist(), strict=True):
+    found = label_boxes(labels, ids) if known is None else known
+    for region, (x0, y0, x1, y1) in zip(ids.tolist(), found.tolist(), strict=True):
         top, bottom = np.searchsorted(rows, (y0, y1))
         left, right = np.searchsorted(cols, (x0, x1))
         crops.append(labels[y0:y1, x0:x1][rows[top:bottom] - y0][:, cols[left:right] - x0] == region)

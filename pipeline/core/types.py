@@ -255,12 +255,14 @@ class Item:
     """One frame's record on its way through the stages: each stage fills in its part and passes the record on.
 
     `prepared` is the engine's input made by the preprocess stage (released once inference has used it),
+    `observed` what an engine that finishes its work in a stage of its own observed (see `Engine.finish`),
     `segmentation` what inference (then tracking) found, `rendered` the annotated picture (BGR, the frame's size),
     `timings` the seconds each stage spent on this frame (its share of a batch).
     """
 
     frame: Frame
     prepared: Any = None
+    observed: Any = None
     segmentation: Segmentation | None = None
     rendered: npt.NDArray[np.uint8] | None = None
     timings: dict[str, float] = field(default_factory=dict)

@@ -1,5 +1,6 @@
-"""The frame path every job runs after capture: preprocess → infer → track → export → render → write, one thread
-each (`seg_video.core.runner`), every stage filling in its part of the frame's `Item`.
+"""The frame path every job runs after capture: preprocess → infer (→ finish) → track → export → render → write, one
+thread each (`seg_video.core.runner`), every stage filling in its part of the frame's `Item`. An engine that splits
+its inference (`Engine.finish`) has its second, frame-independent half run in a finish stage of its own.
 
 The job hands in the parts it wants: the engine, a tracker, exports, a renderer. The last stage gives each finished
 item to the job's `FrameSink` (a video writer, a live feed, the iterator of `seg_video.segment`) and closes it at
@@ -70,6 +71,7 @@ def build_stages(engine: Engine, sink: FrameSink, *, tracker: Tracker | None = N
     first, warm-up call too). `restarts`: an engine that raises is replaced and the frames it was given are dropped,
     instead of failing the run."""
     meter = RateMeter()
+    finishing = engine.finishes()
 
     def preprocess(items: list[Item]) -> list[Item]:
         for item in items:
@@ -79,20 +81,29 @@ def build_stages(engine: Engine, sink: FrameSink, *, tracker: Tracker | None = N
     def infer(items: list[Item]) -> list[Item]:
         nonlocal engine
         try:
-            results = engine.infer([item.frame for item in items], [item.prepared for item in items])
+            results = engine.observe([item.frame for item in items], [item.prepared for item in items])
         except Exception as error:
             if restarts is None:
                 raise
             engine = restarts.replace(engine, error, items[0].index)
             return []
-        for item, segmentation in zip(items, results, strict=True):
-            item.segmentation, item.prepared = segmentation, None  # the prepared input may hold device memory
+        for item, result in zip(items, results, strict=True):
+            item.prepared = None  # the prepared input may hold device memory
+            if finishing:
+                item.observed = result
+            else:
+                item.segmentation = result
+        return items
+
+    def finish(items: list[Item]) -> list[Item]:
+        for item in items:
+            item.segmentation, item.observed = engine.finish(item.frame, item.observed), None
         return items
 
     def follow(items: list[Item]) -> list[Item]:
         assert tracker is not None  # staged only with a tracker
         for item in items:
-            item.segmentation = tracker.update(item.result(), item.index)
+            item.segmentation = tracker.update(item.result(), item.index, item.frame.seconds)
         return items
 
     def export(items: list[Item]) -> list[Item]:
@@ -128,6 +139,8 @@ def build_stages(engine: Engine, sink: FrameSink, *, tracker: Tracker | None = N
               teardown=(lambda: engine.close()) if owned else None, timeout=infer_timeout or None,
               setup_timeout=load_timeout or None),
     ]
+    if finishing:
+        stages.append(Stage("finish", finish))
     if tracker is not None:
         stages.append(Stage("track", follow))
     if renderer is not None:
