@@ -40,8 +40,9 @@ KNOWN_KEYS = {
     "output": ["codec", "crf", "preset", "pix_fmt", "audio"],
     "live": ["open_timeout", "read_timeout", "reconnect_min", "reconnect_max", "rtsp_transport", "camera_width",
              "camera_height", "camera_fps"],
-    "track": ["enabled", "iou", "high_score", "low_score", "match_iou", "max_age"],
-    "motion": ["method", "history", "var_threshold", "scale", "kernel", "warmup", "min_area", "max_instances"],
+    "track": ["enabled", "iou", "high_score", "low_score", "match_iou", "max_age", "lost_seconds", "confirm"],
+    "motion": ["method", "history", "history_seconds", "var_threshold", "scale", "kernel", "warmup", "light_cell",
+               "relearn", "texture", "merge", "min_fraction", "min_area", "max_instances"],
 }
 
 
@@ -154,8 +155,10 @@ def valid_tables() -> st.SearchStrategy[dict[str, Any]]:
         "live": st.tuples(reconnect, st.floats(0.1, 60.0), st.integers(0, 7680)).map(
             lambda t: {"reconnect_min": t[0][0], "reconnect_max": t[0][1], "read_timeout": t[1],
                        "camera_width": t[2]}),
-        "track": st.tuples(low_high, st.floats(0.01, 1.0), st.integers(0, 1000)).map(
-            lambda t: {"low_score": t[0][0], "high_score": t[0][1], "match_iou": t[1], "max_age": t[2]}),
+        "track": st.tuples(low_high, st.floats(0.01, 1.0), st.integers(0, 1000), st.floats(0.01, 3600.0),
+                           st.integers(1, 1000)).map(
+            lambda t: {"low_score": t[0][0], "high_score": t[0][1], "match_iou": t[1], "max_age": t[2],
+                       "lost_seconds": t[3], "confirm": t[4]}),
     })
 
 

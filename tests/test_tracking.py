@@ -59,7 +59,7 @@ def crossing(steps: int, tilt: int, radii: tuple[int, int], a_in_front: bool,
 
 
 def id_switches(tracker: Tracker, frames: list[list[Mask]], score_of_visible: bool = False) -> int:
-    """Changes of the id found on each object from one frame it is seen in to the next."""
+    """Changes of the id found on each object from one frame it is seen with an id to the next."""
     last: dict[int, int] = {}
     switches = 0
     full = [max(masks[k].sum() for masks in frames) for k in range(2)]
@@ -69,7 +69,7 @@ def id_switches(tracker: Tracker, frames: list[list[Mask]], score_of_visible: bo
         out = tracker.update(frame([masks[k] for k in seen], scores), index)
         for k in seen:
             ids = [int(out.track_ids[j]) for j in range(len(out)) if np.array_equal(out.full_masks()[j], masks[k])]
-            if ids:
+            if ids and ids[0]:  # 0: not confirmed yet
                 switches += k in last and last[k] != ids[0]
                 last[k] = ids[0]
     return switches
@@ -94,13 +94,13 @@ def test_id_switches_stay_rare_with_jittery_masks() -> None:
 
 
 def test_low_scores_match_after_high_ones_and_start_tracks_above_low_score() -> None:
-    tracker = Tracker(TrackSettings())  # low_score 0: every instance the engine reports is kept
+    tracker = Tracker(TrackSettings(confirm=1))  # low_score 0: every instance the engine reports is kept
     tracker.update(frame([disc(100, 80, 20)], [0.9]), 0)
     # The low-scored instance overlaps the track most, but the high-scored one chooses first.
     out = tracker.update(frame([disc(102, 80, 20), disc(112, 80, 20), disc(40, 30, 10)], [0.3, 0.9, 0.05]), 1)
     assert list(out.track_ids) == [2, 1, 3]
 
-    byte = Tracker(TrackSettings(high_score=0.5, low_score=0.5))  # ByteTrack's rule
+    byte = Tracker(TrackSettings(high_score=0.5, low_score=0.5, confirm=1))  # ByteTrack's rule
     byte.update(frame([disc(100, 80, 20)], [0.9]), 0)
     out = byte.update(frame([disc(103, 80, 20), disc(250, 80, 20)], [0.3, 0.3]), 1)
     assert list(out.track_ids) == [1]  # the low-scored instance continuing track 1 stays, the other goes
@@ -108,11 +108,46 @@ def test_low_scores_match_after_high_ones_and_start_tracks_above_low_score() -> 
 
 
 def test_tracks_end_after_max_age_and_classes_never_mix() -> None:
-    tracker = Tracker(TrackSettings(max_age=3))
+    tracker = Tracker(TrackSettings(max_age=3, confirm=1))
     assert list(tracker.update(frame([disc(100, 80, 20)]), 0).track_ids) == [1]
     assert list(tracker.update(frame([disc(100, 80, 20)]), 3).track_ids) == [1]  # unseen for 2 frames: resumed
     assert list(tracker.update(frame([disc(100, 80, 20)]), 8).track_ids) == [2]  # unseen for 4: a new object
     assert list(tracker.update(frame([disc(100, 80, 20)], classes=[1]), 9).track_ids) == [3]
+
+
+def test_new_objects_get_an_id_only_once_confirmed_and_flickers_never_do() -> None:
+    tracker = Tracker(TrackSettings(confirm=3))
+    flicker = disc(250, 40, 8)
+    ids = [tracker.update(frame([disc(40 + 4 * i, 80, 16)] + ([flicker] if i == 1 else [])), i).track_ids.tolist()
+           for i in range(5)]
+    assert ids == [[0], [0, 0], [1], [1], [1]]  # the flicker, seen once, left no track to number
+    assert tracker.update(frame([disc(250, 40, 8)]), 5).track_ids.tolist() == [0]  # a new object starts at 0 again
+
+
+def test_an_object_hidden_behind_a_pillar_for_half_a_second_keeps_its_id() -> None:
+    """10 fps: a disc walks behind a still occluder (no instance there), hidden entirely for 5 frames, partly
+    before and after; it comes out as a sliver first."""
+    pillar = np.zeros((H, W), bool)
+    pillar[:, 140:220] = True
+    tracker = Tracker(TrackSettings())
+    seen = []
+    for index in range(30):
+        visible = disc(40 + 8 * index, 80, 16) & ~pillar
+        if visible.sum() < 20:
+            assert tracker.update(frame([]), index, index / 10).track_ids.tolist() == []
+            continue
+        seen.append(int(tracker.update(frame([visible]), index, index / 10).track_ids[0]))
+    hidden = 30 - len(seen)
+    assert hidden >= 5 and seen[2:] == [1] * (len(seen) - 2), seen  # confirmed at its third frame, then kept
+
+
+def test_lost_tracks_wait_lost_seconds_at_the_videos_frame_rate() -> None:
+    for fps, kept in ((10, False), (30, True)):  # unseen for 15 frames: 1.5 s at 10 fps, half a second at 30
+        tracker = Tracker(TrackSettings(confirm=1, lost_seconds=1.0))
+        tracker.update(frame([disc(100, 80, 20)]), 0, 0.0)
+        tracker.update(frame([disc(100, 80, 20)]), 1, 1 / fps)
+        resumed = tracker.update(frame([disc(100, 80, 20)]), 17, 17 / fps).track_ids.tolist()
+        assert resumed == ([1] if kept else [2]), fps
 
 
 def test_motion_is_predicted_across_skipped_frames() -> None:
@@ -141,7 +176,7 @@ def test_the_sample_clip_keeps_every_object_id_and_colour(sample_clip: Path, tmp
     assert main([str(sample_clip), "--no-video", "--masks-dir", str(plain), "--no-track", "--quiet"]) == 0
 
     ids = object_ids(tracked)
-    assert all(len(seen) >= 30 for seen in ids.values())
+    assert all(len(seen) >= 25 for seen in ids.values())  # of 45 frames after warm-up: alone, and with an id
     assert {k: len(set(seen)) for k, seen in ids.items()} == {0: 1, 1: 1, 2: 1}, ids
     assert sum(len(set(seen)) - 1 for seen in object_ids(plain).values()) > 0  # untracked numbering changes
     with Image.open(tracked / "000030.png") as picture:

@@ -26,6 +26,10 @@ def voc_palette(n: int = 256) -> npt.NDArray[np.uint8]:
     return rgb[:, ::-1].astype(np.uint8)
 
 
+UNTRACKED_COLOR: Color = (160, 160, 160)
+"""Grey, for an object the tracker has not confirmed yet (track id 0): it gets its own colour with its id."""
+
+
 def instance_color(key: int) -> Color:
     """A BGR colour per key; hues step by the golden ratio so neighbouring keys (e.g. track ids) look far apart."""
     red, green, blue = colorsys.hsv_to_rgb((_FIRST_HUE + int(key) * _GOLDEN_RATIO) % 1.0, 0.85, 0.95)

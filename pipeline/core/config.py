@@ -95,8 +95,14 @@ class TrackSettings:
     """Least IoU between a track's predicted place and a high-scored instance to match them."""
     low_match_iou: float = 0.5
     """Least IoU to match a low-scored instance."""
-    max_age: int = 30
-    """Frames a track may go unmatched (its object hidden or missed) and still resume."""
+    max_age: int = 0
+    """Frames a track may go unmatched (its object hidden or missed) and still resume; 0: `lost_seconds` of the
+    video, at its frame rate."""
+    lost_seconds: float = 1.0
+    """How long, in time, a lost object's track waits to be picked up again."""
+    confirm: int = 3
+    """Frames in a row a new object must be seen before it gets an id (ByteTrack's confirmation): a flicker never
+    gets one. Until then it is drawn without an id and exported without one (track id 0)."""
 
     def validate(self) -> None:
         """Reject scores and IoUs outside 0..1, a low score above the high one, a negative age."""
@@ -107,6 +113,10 @@ class TrackSettings:
                 raise ValueError(f"{name} must be in (0, 1]; got {getattr(self, name)}")
         if self.max_age < 0:
             raise ValueError(f"max_age must be at least 0; got {self.max_age}")
+        if not 0 < self.lost_seconds <= 3600:
+            raise ValueError(f"lost_seconds must be in (0, 3600]; got {self.lost_seconds}")
+        if not 1 <= self.confirm <= 1000:
+            raise ValueError(f"confirm must be 1..1000; got {self.confirm}")
 
 
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",

@@ -76,7 +76,7 @@ def coco_annotations(seg: Segmentation) -> list[dict[str, Any]]:
         x1, y1, x2, y2 = (float(v) for v in seg.boxes[i])
         shape = ({"area": round((x2 - x1) * (y2 - y1), 2)} if seg.masks is None
                  else _rle(seg.masks.crops[i], seg.masks.boxes[i], seg.height, seg.width))
-        track = None if seg.track_ids is None else int(seg.track_ids[i])
+        track = None if seg.track_ids is None or not seg.track_ids[i] else int(seg.track_ids[i])  # 0: no id yet
         found.append({**shape, "bbox": [round(v, 2) for v in (x1, y1, x2 - x1, y2 - y1)],
                       "score": round(float(seg.scores[i]), 4), "category_id": int(seg.class_ids[i]),
                       "track_id": track, "iscrowd": 0})
@@ -297,7 +297,8 @@ class LabelMapWriter:
             legend["values"] = "class id (0: background)"
             legend["classes"] = [{**c, "color": _rgb(_SEMANTIC_PALETTE, c["id"])} for c in categories(self._classes)]
         else:
-            legend["values"] = ("track id" if self._tracked else "instance number in its frame") + " (0: background)"
+            legend["values"] = ("track id (0: background, or an object not confirmed yet)" if self._tracked
+                                else "instance number in its frame (0: background)")
             legend["classes"] = categories(self._classes)
         if self._tracked:
             legend["instances"] = [
@@ -317,6 +318,8 @@ class LabelMapWriter:
             return
         self._tracked = True
         for key, class_id in zip(seg.track_ids.tolist(), seg.class_ids.tolist(), strict=True):
+            if not key:  # not confirmed yet: no id to list
+                continue
             seen = self._instances.get(key)
             if seen is None:
                 self._instances[key] = _Instance(class_id, index, index)

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from seg_video.core.colors import Color, instance_color, voc_palette
+from seg_video.core.colors import UNTRACKED_COLOR, Color, instance_color, voc_palette
 from seg_video.core.types import ClassTable, InstanceMasks, Segmentation
 
 if TYPE_CHECKING:
@@ -76,7 +76,8 @@ class Renderer:
         ids = None if seg.label_map is None else _uint8_ids(seg.label_map)
         out = _colorize(ids) if ids is not None and settings.semantic == "labels" else image.copy()
         style = _Style.for_frame(seg.height, seg.width)
-        colors = [instance_color(int(key)) for key in _colour_keys(seg)]
+        tracked = seg.track_ids is not None
+        colors = [UNTRACKED_COLOR if tracked and not key else instance_color(int(key)) for key in _colour_keys(seg)]
         painted = [] if seg.masks is None else _paint_instances(seg.masks, colors, style.line)
         self._fill(out, ids if settings.semantic == "overlay" else None, painted)
         if settings.contours:
@@ -124,7 +125,7 @@ class Renderer:
         if settings.boxes:
             cv2.rectangle(out, (x1, y1), (x2 - 1, y2 - 1), color, style.line)
         if settings.labels:
-            track = "" if seg.track_ids is None else f"#{seg.track_ids[i]} "
+            track = "" if seg.track_ids is None or not seg.track_ids[i] else f"#{seg.track_ids[i]} "
             score = f" {seg.scores[i]:.2f}" if seg.scored else ""
             text = f"{track}{seg.classes.name(int(seg.class_ids[i]))}{score}"
             place = _label_place(out, text, (x1, y1), style)

@@ -9,12 +9,15 @@ track, and does not take another's. Tracks that saw their whole object in the pr
 object in front keeps its id when two meet.
 
 Where objects meet, an instance may show only part of its object, or two merged (background subtraction joins
-touching objects): such a view (SIZE_CHANGE) moves the track without changing its shape or velocity, and a track
-left unmatched beside an instance is hidden behind or inside it, so is kept within it. An instance still unmatched
-that lies partly where an unmatched track is expected continues it (an object coming out from behind
-another shows a sliver first); the others start new tracks (ids 1, 2, …), except those scored below `low_score`
-(by default none: tracking keeps every instance the engine reports; ByteTrack drops every low-scored one). A track
-unmatched for more than `max_age` frames ends.
+touching objects); an object going behind something still (a pillar) or out of the frame shows less of itself (HIDDEN).
+Such a view (SIZE_CHANGE) moves the track without changing its shape or velocity, and a track left unmatched beside an
+instance is hidden behind or inside it, so is kept within it, and does not age. An instance still unmatched that lies
+partly where an unmatched track is expected (with DRIFT for the frames it was lost) continues it (an object coming
+out from behind another shows a sliver first); the others start new tracks, except those scored below `low_score`
+(by default none: tracking keeps every instance the engine reports; ByteTrack drops every low-scored one). As in
+ByteTrack, a new track gets its id (1, 2, …) only once its object has been matched in `confirm` frames in a row; until
+then its instances carry id 0, and a flicker never gets one. A track whose object is nowhere to be seen for more than
+`max_age` frames (by default `lost_seconds` at the video's frame rate) ends.
 """
 
 from __future__ import annotations
@@ -45,6 +48,14 @@ SIZE_CHANGE = 0.1
 more than this fraction is taken as a partial view (the object partly hidden by the other) or a group view (merged
 with it): the track keeps its object's shape and velocity, placed the least distance from the prediction that nests
 the instance in it (or it in the instance). After `max_age` such views in a row the instance is taken as it is."""
+HIDDEN = 0.2
+"""A matched instance this much smaller than its object is a partial view even with no other object near: the
+object is going behind something still (a pillar, a parked car) or out of the frame, and its track keeps its
+whole shape and velocity through it, so that it finds the object where it comes out."""
+COVERED_AGES = 5
+"""A track whose object stays hidden inside other instances ends after this many times `max_age` all the same."""
+DRIFT = 0.25
+"""A lost object is looked for this fraction of its way since it was last seen around where it is expected."""
 CONTACT = 0.1
 """Instances closer to another track's predicted box than this fraction of their size (plus 2 px) touch it."""
 RECOVER_OVERLAP = 0.3
@@ -86,6 +97,7 @@ class _Track:
     """One object followed through the frames: its whole shape (box, mask) where it was in frame `at`."""
 
     id: int
+    """Its id; 0 until confirmed."""
     class_id: int
     box: npt.NDArray[np.float64]
     mask: _Mask | None
@@ -94,19 +106,25 @@ class _Track:
     """The object's area (of its mask, or box), smoothed over its whole views."""
     seen: int = dataclasses.field(init=False)
     """Index of the frame the object was last matched in."""
+    covered: int = dataclasses.field(init=False)
+    """Index of the last frame it was matched in or hidden inside an instance: a track ages only while its object
+    is nowhere to be seen (two walkers merged into one moving region for seconds keep both their tracks)."""
     views: deque[tuple[int, npt.NDArray[np.float64]]] = dataclasses.field(init=False)
     """(frame index, box) of the last whole views."""
     velocity: npt.NDArray[np.float64] = dataclasses.field(default_factory=lambda: np.zeros(2))
     held: int = 0
     """Partial or group views matched in a row."""
+    hits: int = 0
+    """Frames the object was matched in (its first view included): it gets its id at `confirm`."""
 
     def __post_init__(self) -> None:
-        self.seen = self.at
+        self.seen = self.covered = self.at
         self.views = deque([(self.at, self.box)], maxlen=VELOCITY_SPAN)
 
     def predicted(self, index: int) -> npt.NDArray[np.float64]:
         """Where the object's box is expected in frame `index`."""
-        return self.box + np.tile(self.velocity * (index - self.at), 2)
+        move = self.velocity * (index - self.at)
+        return self.box + np.concatenate([move, move])
 
     def place(self, box: npt.NDArray[np.float64], index: int) -> None:
         """Move the object's shape to `box` (same size) in frame `index`."""
@@ -126,7 +144,7 @@ class _Track:
         else:
             self.place(_nest(self.predicted(index), box), index)
             self.held += 1
-        self.seen = index
+        self.seen = self.covered = index
 
 
 class Tracker:
@@ -139,24 +157,29 @@ class Tracker:
         self._next_id = 1
         self._last: int | None = None
         """Index of the frame seen last."""
+        self._start: tuple[int, float] | None = None
+        """(index, seconds) of the first timed frame: with a later one, the video's frame rate."""
 
-    def update(self, seg: Segmentation, index: int) -> Segmentation:
+    def update(self, seg: Segmentation, index: int, seconds: float | None = None) -> Segmentation:
         """`seg` (frame `index`) with track ids, less the instances below `low_score` that continue no track; a
         region map is left as it is (its regions are parts of the picture, not objects to follow)."""
         if seg.regions:
             return seg
         settings = self.settings
-        self._tracks = [t for t in self._tracks if index - t.seen <= settings.max_age]
+        max_age = self._max_age(index, seconds)
+        self._tracks = [t for t in self._tracks
+                        if index - t.covered <= max_age and index - t.seen <= COVERED_AGES * max_age]
         masks: list[_Mask | None] = [None] * len(seg)
         if settings.iou == "mask" and seg.masks is not None:  # the masks come cropped to their tight boxes
             masks = [_Mask(x1, y1, crop, int(np.count_nonzero(crop)))
                      for (x1, y1, _, _), crop in zip(seg.masks.boxes.tolist(), seg.masks.crops, strict=True)]
-        predicted = np.array([t.predicted(index) for t in self._tracks]).reshape(-1, 4)
-        shared = _box_intersection(predicted, seg.boxes)
-        shared *= np.array([t.class_id for t in self._tracks])[:, None] == seg.class_ids[None, :]
+        predicted = self._predicted(index)
+        same_class = np.array([t.class_id for t in self._tracks])[:, None] == seg.class_ids[None, :]
+        shared = _box_intersection(predicted, seg.boxes) * same_class
         touching = _box_intersection(predicted, _grown(seg.boxes)) > 0
         iou = self._iou(shared, predicted, seg.boxes, masks)
-        inside = shared / np.maximum(_box_area(seg.boxes), 1.0)[None, :]
+        inside = _box_intersection(self._uncertain(predicted, index), seg.boxes) * same_class
+        inside /= np.maximum(_box_area(seg.boxes), 1.0)[None, :]
         high = np.flatnonzero(seg.scores >= settings.high_score)
         low = np.flatnonzero(seg.scores < settings.high_score)
         every, every_instance = np.arange(len(self._tracks)), np.concatenate([high, low])
@@ -170,41 +193,94 @@ class Tracker:
             track = self._tracks[t]
             crowded = np.count_nonzero(touching[:, d]) > int(touching[t, d])  # it meets another track's object
             change = _size(seg.boxes[d], masks[d]) / max(track.size, 1.0) - 1
-            whole = not crowded or abs(change) <= SIZE_CHANGE or track.held >= settings.max_age
+            partial = change < -HIDDEN or (crowded and abs(change) > SIZE_CHANGE)
+            whole = not partial or track.held >= max_age
             track.follow(seg.boxes[d], masks[d], index, whole)
-            ids[d] = track.id
+            ids[d] = self._confirmed(track)
         for d in [d for d in every_instance if ids[d] < 0 and seg.scores[d] >= settings.low_score]:
-            self._tracks.append(_Track(self._next_id, int(seg.class_ids[d]), seg.boxes[d].astype(np.float64),
-                                       masks[d], index, _size(seg.boxes[d], masks[d])))
-            ids[d] = self._next_id
-            self._next_id += 1
-        self._hide(np.setdiff1d(every, [t for t, _ in matches]), predicted, seg.boxes[ids >= 0], index)
+            track = _Track(0, int(seg.class_ids[d]), seg.boxes[d].astype(np.float64), masks[d], index,
+                           _size(seg.boxes[d], masks[d]))
+            self._tracks.append(track)
+            ids[d] = self._confirmed(track)
+        matched = np.zeros(len(every), bool)
+        matched[[t for t, _ in matches]] = True
+        unmatched = every[~matched]
+        self._hide(unmatched, predicted, seg.boxes[ids >= 0], index)
+        gone = {int(t) for t in unmatched if not self._tracks[t].id}  # a new object must be seen in a row
+        self._tracks = [track for t, track in enumerate(self._tracks) if t not in gone]
         self._last = index
         keep = np.flatnonzero(ids >= 0)
         kept = seg if len(keep) == len(seg) else seg.select(keep)
         return dataclasses.replace(kept, track_ids=ids[keep])
 
+    def _confirmed(self, track: _Track) -> int:
+        """Count a match of `track`; its id, given once it has been seen `confirm` times (0 until then)."""
+        track.hits += 1
+        if not track.id and track.hits >= self.settings.confirm:
+            track.id, self._next_id = self._next_id, self._next_id + 1
+        return track.id
+
+    def _max_age(self, index: int, seconds: float | None) -> int:
+        """Frames a lost track waits: `max_age`, or `lost_seconds` at the frame rate the frames' times show (30 fps
+        until they show one)."""
+        if self.settings.max_age:
+            return self.settings.max_age
+        if self._start is None and seconds is not None:
+            self._start = (index, seconds)
+        fps = 30.0
+        if self._start is not None and seconds is not None and seconds > self._start[1]:
+            fps = (index - self._start[0]) / (seconds - self._start[1])
+        return max(1, round(self.settings.lost_seconds * fps))
+
+    def _predicted(self, index: int) -> npt.NDArray[np.float64]:
+        """(tracks, 4) where each track's object is expected in frame `index` (see `_Track.predicted`)."""
+        boxes = np.array([t.box for t in self._tracks], np.float64).reshape(-1, 4)
+        moves = np.array([t.velocity * (index - t.at) for t in self._tracks], np.float64).reshape(-1, 2)
+        return boxes + np.hstack([moves, moves])
+
+    def _uncertain(self, predicted: npt.NDArray[np.float64], index: int) -> npt.NDArray[np.float64]:
+        """The `predicted` boxes grown by how far off each may be: DRIFT of the way its object went since it was
+        last seen (its speed may have changed while it was hidden)."""
+        lost = np.array([index - t.seen - 1 for t in self._tracks], np.float64).clip(0, None)
+        speed = np.array([np.abs(t.velocity) for t in self._tracks]).reshape(-1, 2)
+        margin = DRIFT * speed * lost[:, None]
+        return predicted + np.hstack([-margin, margin])
+
     def _hide(self, unmatched: npt.NDArray[np.int64], predicted: npt.NDArray[np.float64], boxes: Boxes,
               index: int) -> None:
         """Place each unmatched track whose predicted box meets instances' boxes inside the one it meets most: its
         object is hidden behind that instance (or merged into it), so cannot be outside it."""
+        if not len(boxes) or not len(unmatched):
+            return
         cover = _box_intersection(predicted[unmatched], boxes)
-        for row, t in enumerate(unmatched):
-            if len(boxes) and cover[row].max() > 0:
-                self._tracks[t].place(_nest(predicted[t], boxes[cover[row].argmax()]), index)
+        hidden = cover.max(axis=1) > 0
+        rows = unmatched[hidden]
+        places = _nest(predicted[rows], boxes[cover[hidden].argmax(axis=1)])
+        for t, place in zip(rows.tolist(), places, strict=True):
+            self._tracks[t].place(place, index)
+            self._tracks[t].covered = index
 
     def _iou(self, shared: Matrix, predicted: npt.NDArray[np.float64], boxes: Boxes,
              masks: list[_Mask | None]) -> Matrix:
         """(tracks, instances) IoU of each track's `predicted` place with each instance, given where their boxes
-        share area (`shared`); of masks where both sides have one, else of boxes."""
-        inter = shared.copy()
-        track_area = np.repeat(_box_area(predicted)[:, None], len(boxes), axis=1)
-        area = np.repeat(_box_area(boxes)[None, :], len(self._tracks), axis=0)
-        for t, d in zip(*np.nonzero(inter), strict=True):
-            track_mask, mask = self._tracks[t].mask, masks[d]
-            if track_mask is not None and mask is not None:
-                inter[t, d] = track_mask.intersection(mask, *(predicted[t, :2] - self._tracks[t].box[:2]))
-                track_area[t, d], area[t, d] = track_mask.area, mask.area
+        share area (`shared`); of masks where both sides have one, else of boxes. Pairs whose masks could not reach
+        the lowest IoU a match needs, however they overlap, get 0 without their overlap being counted."""
+        track_masks = [t.mask for t in self._tracks]
+        with_masks = (np.array([m is not None for m in track_masks], bool)[:, None]
+                      & np.array([m is not None for m in masks], bool)[None, :])
+        track_area = np.where(with_masks, np.array([0 if m is None else m.area for m in track_masks],
+                                                   np.float64)[:, None], _box_area(predicted)[:, None])
+        area = np.where(with_masks, np.array([0 if m is None else m.area for m in masks], np.float64)[None, :],
+                        _box_area(boxes)[None, :])
+        inter = np.minimum(shared, np.minimum(track_area, area))  # at most this; exact for boxes
+        union = track_area + area - inter
+        floor = min(self.settings.match_iou, self.settings.low_match_iou)
+        exact = with_masks & (inter > 0) & (inter >= floor * union)
+        inter[with_masks & ~exact] = 0.0
+        for t, d in zip(*np.nonzero(exact), strict=True):
+            track_mask, mask = track_masks[t], masks[d]
+            assert track_mask is not None and mask is not None
+            inter[t, d] = track_mask.intersection(mask, *(predicted[t, :2] - self._tracks[t].box[:2]))
         union = track_area + area - inter
         return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
@@ -242,16 +318,18 @@ def _greedy(iou: Matrix, threshold: float) -> list[tuple[int, int]]:
 def _extend(matches: list[tuple[int, int]], score: Matrix, rows: npt.NDArray[np.int64],
             cols: npt.NDArray[np.int64], threshold: float) -> list[tuple[int, int]]:
     """`matches` plus greedy (track, instance) pairs among the `rows` and `cols` still unmatched."""
-    rows = np.setdiff1d(rows, [r for r, _ in matches])
-    cols = np.setdiff1d(cols, [c for _, c in matches])
+    used_rows, used_cols = {r for r, _ in matches}, {c for _, c in matches}
+    rows = np.array([r for r in rows.tolist() if r not in used_rows], np.int64)
+    cols = np.array([c for c in cols.tolist() if c not in used_cols], np.int64)
     return matches + [(int(rows[r]), int(cols[c])) for r, c in _greedy(score[np.ix_(rows, cols)], threshold)]
 
 
-def _nest(predicted: npt.NDArray[np.float64], observed: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
-    """`predicted` moved the least distance, on each axis, that puts `observed` inside it (or it inside `observed`)."""
-    starts, ends = observed[:2] - predicted[:2], observed[2:] - predicted[2:]  # shifts that align either edge
+def _nest(predicted: npt.NDArray[np.float64], observed: npt.NDArray[np.floating]) -> npt.NDArray[np.float64]:
+    """`predicted` moved the least distance, on each axis, that puts `observed` inside it (or it inside `observed`);
+    xyxy boxes, or (n, 4) rows of them pairwise."""
+    starts, ends = observed[..., :2] - predicted[..., :2], observed[..., 2:] - predicted[..., 2:]  # align an edge
     shift = np.clip(0.0, np.minimum(starts, ends), np.maximum(starts, ends))
-    return predicted + np.tile(shift, 2)
+    return predicted + np.concatenate([shift, shift], axis=-1)
 
 
 def _grown(boxes: Boxes) -> npt.NDArray[np.float64]:
