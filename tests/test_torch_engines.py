@@ -124,6 +124,29 @@ def reference_labels(model: nn.Module, frame: Frame) -> np.ndarray:
     return F.interpolate(logits, size=frame.size, mode="bilinear", align_corners=False)[0].argmax(0).numpy()
 
 
+def calibrated(name: str, frame: Frame, **sizes: int) -> tuple[nn.Module, float]:
+    """A random Mask R-CNN and the score threshold midway between its `KEPT_DETECTIONS`-th and next best score on
+    `frame` (a fixed threshold keeps none, or all, of a random model's scores), set in the model."""
+    model = build_reference(name, box_score_thresh=0.0, box_detections_per_img=KEPT_DETECTIONS + 1, **sizes)
+    scores = np.sort(reference_instances(model, frame).scores)[::-1]
+    threshold = float(scores[KEPT_DETECTIONS - 1:KEPT_DETECTIONS + 1].mean())
+    model.roi_heads.score_thresh = threshold
+    return model, threshold
+
+
+def cuda_settings(name: str, folder: Path, frames: list[Frame]) -> dict[str, Any]:
+    """Saved random weights on CUDA at 480 px; Mask R-CNN calibrated to keep about `KEPT_DETECTIONS` on the first
+    frame."""
+    path = folder / "state.pt"
+    params: dict[str, Any] = {"weights": str(path), "device": "cuda", "min_size": 480}
+    if name == "fcn":
+        torch.save(build_reference(name).state_dict(), path)
+        return params
+    model, threshold = calibrated(name, frames[0], min_size=480, max_size=800)
+    torch.save(model.state_dict(), path)
+    return params | {"max_size": 800, "score_threshold": threshold}
+
+
 @dataclass
 class Case:
     """A reference torchvision model, its saved state dict, and our engine loaded from that file."""
@@ -151,11 +174,7 @@ def case(frames: list[Frame], tmp_path_factory: pytest.TempPathFactory) -> Calla
             model = build_reference(name)
             params: dict[str, Any] = {"weights": str(path), "output": "label_map"}
         else:  # keep about KEPT_DETECTIONS on the first frame
-            model = build_reference(name, box_score_thresh=0.0, min_size=MIN_SIZE, max_size=MAX_SIZE,
-                                    box_detections_per_img=KEPT_DETECTIONS + 1)
-            scores = np.sort(reference_instances(model, frames[0]).scores)[::-1]
-            threshold = float(scores[KEPT_DETECTIONS - 1:KEPT_DETECTIONS + 1].mean())
-            model.roi_heads.score_thresh = threshold
+            model, threshold = calibrated(name, frames[0], min_size=MIN_SIZE, max_size=MAX_SIZE)
             model.roi_heads.detections_per_img = 100  # the builder's default, as in the engine
             params = {"weights": str(path), "score_threshold": threshold, "max_size": MAX_SIZE}
         torch.save(model.state_dict(), path)
@@ -387,11 +406,7 @@ def test_availability_names_weights_and_cuda(offline_hub: tuple[Path, list[str]]
 @pytest.mark.parametrize("name", ["maskrcnn", "fcn"])
 def test_cuda_fp16_agrees_with_fp32(name: str, tmp_path: Path) -> None:
     frames = [make_frame(i, width=320, height=240) for i in range(2)]
-    path = tmp_path / "state.pt"
-    torch.save(build_reference(name).state_dict(), path)
-    params: dict[str, Any] = {"weights": str(path), "device": "cuda", "min_size": 480}
-    if name == "maskrcnn":
-        params |= {"max_size": 800, "score_threshold": 0.8}
+    params = cuda_settings(name, tmp_path, frames)
     results = {}
     for precision in ("fp32", "fp16"):
         engine = create_engine(name, {**params, "precision": precision})
