@@ -8,7 +8,6 @@ of the module's own (SEG_VIDEO_CACHE), so nothing outside tmp_path is touched.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,9 +26,23 @@ from seg_video.engines.models.torch_common import TorchEngine
 from seg_video.engines.runners.base import bucket
 from seg_video.engines.runners.choice import installed, resolve_backend
 from seg_video.engines.runners.graphs import Sidecar, export_part, graph_precision, is_intact
-from seg_video.engines.runners.onnx import ort_providers
+from seg_video.engines.runners.onnx import ort_providers, with_profile
 from seg_video.engines.runners.onnx_ops import operators, trt_operator_table, trt_problems
-from seg_video.engines.runners.plans import cached_plan, covers, plan_path, profile_for, read_profile, timing_cache_path
+from seg_video.engines.runners.plans import (
+    Profile,
+    Profiles,
+    SizeRange,
+    cached_plan,
+    contains,
+    covers,
+    keep_timing_cache,
+    offer_timing_cache,
+    plan_path,
+    read_profile,
+    save_plan,
+    timing_cache_path,
+    widened,
+)
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -79,7 +92,7 @@ def engines(cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Callable[.
 
 def export_folder(cache: Path, name: str) -> Path:
     """The one (fp32) export of `name` in the cache."""
-    (folder,) = (path for path in (cache / "onnx").glob(f"{name}-fp32-*") if ".partial-" not in path.name)
+    (folder,) = (cache / "onnx").glob(f"{name}-fp32-*")  # temporary folders and locks are hidden
     return folder
 
 
@@ -218,7 +231,7 @@ def test_plan_cache_key_changes_with_each_part_of_it(engines: Callable[..., Torc
     engines("fcn", "onnx")
     sidecar = Sidecar.read(export_folder(cache, "fcn"))
     part = sidecar.parts[0]
-    profile = profile_for(["images"], [(2, 3, 128, 170)], part.rows)
+    profile = images_profile(2, 170)
     h100, trt11 = "NVIDIA H100 80GB HBM3", "11.4.0.106"
     base = plan_path(sidecar, part, profile, trt11, h100)
     variants = [
@@ -227,8 +240,8 @@ def test_plan_cache_key_changes_with_each_part_of_it(engines: Callable[..., Torc
         (dataclasses.replace(sidecar, model_sha256="1" * 64), part, profile, trt11, h100),
         (dataclasses.replace(sidecar, precision="fp16"), part, profile, trt11, h100),
         (sidecar, dataclasses.replace(part, sha256="2" * 64), profile, trt11, h100),
-        (sidecar, part, profile_for(["images"], [(2, 3, 128, 160)], part.rows), trt11, h100),
-        (sidecar, part, profile_for(["images"], [(4, 3, 128, 170)], part.rows), trt11, h100),
+        (sidecar, part, images_profile(2, 160), trt11, h100),
+        (sidecar, part, images_profile(4, 170), trt11, h100),
         (sidecar, part, profile, "10.13.3.9", h100),
         (sidecar, part, profile, trt11, "NVIDIA L4"),
     ]
@@ -238,37 +251,118 @@ def test_plan_cache_key_changes_with_each_part_of_it(engines: Callable[..., Torc
     assert timing_cache_path(trt11, h100).name == "timing-NVIDIA-H100-80GB-HBM3-11.4.0.106.cache"
 
 
-def test_a_cached_plan_is_found_when_its_profile_covers_the_shapes(engines: Callable[..., TorchEngine],
-                                                                  cache: Path) -> None:
+def images_profile(batch: int, width: int, height: int = 128) -> Profile:
+    """FCN's profile after warm-up on `batch` frames whose model input is height × width (shorter side 128)."""
+    return {"images": ((1, 3, 128, 128), (batch, 3, height, width), (batch, 3, 2 * width, 2 * width))}
+
+
+def test_a_cached_plan_is_found_when_its_profile_contains_the_wanted_one(engines: Callable[..., TorchEngine],
+                                                                        cache: Path) -> None:
     engines("fcn", "onnx")
     sidecar = Sidecar.read(export_folder(cache, "fcn"))
     part = sidecar.parts[0]
     h100, trt11 = "NVIDIA H100 80GB HBM3", "11.4.0.106"
-    assert cached_plan(sidecar, part, trt11, h100, [(1, 3, 544, 960)]) is None
-    profile = profile_for(["images"], [(4, 3, 544, 960)], part.rows)  # as tools/build_engine.py --batch 4 leaves it
+    assert cached_plan(sidecar, part, trt11, h100, images_profile(1, 960)) is None
+    profile = images_profile(4, 960)  # as tools/build_engine.py --batch 4 leaves it
     path = plan_path(sidecar, part, profile, trt11, h100)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"plan")
-    path.with_suffix(".json").write_text(json.dumps(profile))
-    assert read_profile(path.with_suffix(".json")) == profile
-    assert cached_plan(sidecar, part, trt11, h100, [(3, 3, 544, 960)]) == path  # a smaller batch fits
-    assert cached_plan(sidecar, part, trt11, h100, [(8, 3, 544, 960)]) is None
-    assert cached_plan(sidecar, part, trt11, h100, [(1, 3, 544, 964)]) is None
-    assert cached_plan(sidecar, part, trt11, "NVIDIA L4", [(1, 3, 544, 960)]) is None
+    save_plan(path, b"plan", profile)
+    assert read_profile(path.with_suffix(".json")) == profile and path.read_bytes() == b"plan"
+    assert cached_plan(sidecar, part, trt11, h100, images_profile(3, 960)) == (path, profile)  # a smaller batch fits
+    assert cached_plan(sidecar, part, trt11, h100, images_profile(3, 900)) == (path, profile)  # and a narrower frame
+    assert cached_plan(sidecar, part, trt11, h100, images_profile(8, 960)) is None
+    assert cached_plan(sidecar, part, trt11, h100, images_profile(1, 964)) is None
+    assert cached_plan(sidecar, part, trt11, "NVIDIA L4", images_profile(1, 960)) is None
+    path.with_suffix(".json").write_text("{")  # being written by another run
+    assert cached_plan(sidecar, part, trt11, h100, images_profile(3, 960)) is None
 
 
-def test_profiles_and_buckets() -> None:
+def test_size_ranges_follow_the_resize_rules(engines: Callable[..., TorchEngine]) -> None:
+    fcn, maskrcnn = engines("fcn", "torch"), engines("maskrcnn", "torch", max_size=MAX_SIZE)
+    assert SizeRange.of(fcn.preprocessing()["resize"]) == SizeRange(MIN_SIZE, None)
+    assert SizeRange.of(maskrcnn.preprocessing()["resize"]) == SizeRange(32, 224)  # MAX_SIZE 224: 7 × 32
+    assert SizeRange.of({"shorter_side": 800, "longer_side_max": 1333, "pad_to_multiple_of": 32}) == SizeRange(32, 1344)
+
+
+def maskrcnn_profiles(engines: Callable[..., TorchEngine], cache: Path) -> tuple[Profiles, Sidecar]:
+    """Mask R-CNN's export and fresh profiles for its 800/1333 rule (sizes here are what the rule gives at 720p)."""
+    engines("maskrcnn", "onnx", max_size=MAX_SIZE)
+    sidecar = Sidecar.read(export_folder(cache, "maskrcnn"))
+    return Profiles(SizeRange(32, 1344), sidecar.parts[0].name), sidecar
+
+
+def test_profiles_span_the_configured_maxima_from_the_first_call(engines: Callable[..., TorchEngine],
+                                                                 cache: Path) -> None:
+    profiles, sidecar = maskrcnn_profiles(engines, cache)
+    backbone, rpn, boxes, masks = (sidecar.part(name) for name in ("backbone", "rpn_head", "box_head", "mask_head"))
+    assert boxes.rows == (1000, 1000) and masks.rows == (16, 100)
+    images = [(4, 3, 768, 1344)]  # a batch of 4 at 1280x720: 750x1333 padded to 32
+    profiles.observe(backbone, images)
+    assert profiles.wanted(backbone, images) == {"images": ((1, 3, 32, 32), (4, 3, 768, 1344), (4, 3, 1344, 1344))}
+    levels = [(4, 256, 768 // stride, -(-1344 // stride)) for stride in (4, 8, 16, 32, 64)]
+    rpn_profile = profiles.wanted(rpn, levels)
+    assert rpn_profile["features_0"] == ((1, 256, 8, 8), (4, 256, 192, 336), (4, 256, 336, 336))
+    assert rpn_profile["features_pool"] == ((1, 256, 1, 1), (4, 256, 12, 21), (4, 256, 21, 21))
+    for stride, (name, (low, _, high)) in zip((4, 8, 16, 32, 64), rpn_profile.items(), strict=True):
+        smallest, largest = -(-32 // stride), -(-1344 // stride)  # the feature maps of a 32 and a 1344 side
+        assert max(low[2:]) <= smallest and min(high[2:]) >= largest, name
+    three_detections = [(3, 256, 14, 14)]  # the first frames' few detections must not set the maximum
+    assert profiles.wanted(masks, three_detections) == {
+        "mask_features": ((1, 256, 14, 14), (64, 256, 14, 14), (400, 256, 14, 14))}
+    assert profiles.wanted(boxes, [(4000, 256, 7, 7)])["box_features"][2] == (4000, 256, 7, 7)
+    profiles.observe(backbone, [(2, 3, 768, 1344)])  # a short last batch keeps the run's batch
+    assert profiles.wanted(masks, three_detections)["mask_features"][2][0] == 400
+
+
+def test_fcn_profiles_reach_twice_the_longer_side_and_widen_when_outgrown(engines: Callable[..., TorchEngine],
+                                                                         cache: Path) -> None:
+    engines("fcn", "onnx")
+    (fcn,) = Sidecar.read(export_folder(cache, "fcn")).parts
+    profiles = Profiles(SizeRange(520, None), fcn.name)
+    with pytest.raises(RuntimeError, match="before fcn"):
+        profiles.wanted(fcn, [(1, 3, 520, 924)])
+    landscape = [(2, 3, 520, 924)]
+    profiles.observe(fcn, landscape)
+    first = profiles.wanted(fcn, landscape)
+    assert first == {"images": ((1, 3, 520, 520), (2, 3, 520, 924), (2, 3, 1848, 1848))}
+    assert covers(first, ["images"], [(1, 3, 924, 520)])  # a portrait source fits as it is
+    assert not covers(first, ["images"], [(4, 3, 520, 924)])
+    bigger = [(4, 3, 520, 2000)]
+    profiles.observe(fcn, bigger)
+    second = widened(first, profiles.wanted(fcn, bigger))
+    assert second == {"images": ((1, 3, 520, 520), (4, 3, 520, 2000), (4, 3, 4000, 4000))}
+    assert contains(second, first) and not contains(first, second)
+
+
+def test_timing_cache_refused_or_unreadable_is_one_warning_and_the_file_kept(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "timing.cache"
+    offered: list[bytes] = []
+
+    def accept(known: bytes) -> bool:
+        offered.append(known)
+        return True
+
+    assert offer_timing_cache(path, accept) and offered == [b""]
+    path.write_bytes(b"from another TensorRT")
+    caplog.set_level(logging.WARNING, logger="seg_video")
+    assert not offer_timing_cache(path, lambda known: False)
+    assert caplog.text.count("\n") == 1 and "refused" in caplog.text and "building without it" in caplog.text
+    keep_timing_cache(path, None)  # TensorRT gave none back
+    assert "gave no timing cache back" in caplog.text and path.read_bytes() == b"from another TensorRT"
+
+    class Built:
+        def serialize(self) -> bytes:
+            return b"new timings"
+
+    keep_timing_cache(path, Built())
+    assert path.read_bytes() == b"new timings"
+    path.unlink()
+    path.mkdir()  # not a readable file
+    assert not offer_timing_cache(path, lambda known: True) and "unreadable" in caplog.text
+
+
+def test_buckets() -> None:
     assert [bucket(n) for n in (0, 1, 2, 3, 4, 5, 1000, 1024, 1025)] == [1, 1, 2, 4, 4, 8, 1024, 1024, 2048]
-    images = profile_for(["images"], [(3, 3, 544, 960)], (1, 1))
-    assert images == {"images": ((1, 3, 544, 960), (4, 3, 544, 960), (4, 3, 544, 960))}
-    boxes = profile_for(["box_features"], [(1000, 256, 7, 7)], (1000, 1000))
-    assert boxes == {"box_features": ((1, 256, 7, 7), (1000, 256, 7, 7), (1000, 256, 7, 7))}
-    masks = profile_for(["mask_features"], [(130, 256, 14, 14)], (16, 100))
-    assert masks["mask_features"][1:] == ((32, 256, 14, 14), (200, 256, 14, 14))
-    assert covers(masks, ["mask_features"], [(1, 256, 14, 14)]) and covers(masks, ["mask_features"],
-                                                                             [(200, 256, 14, 14)])
-    assert not covers(masks, ["mask_features"], [(201, 256, 14, 14)])
-    assert not covers(images, ["images"], [(1, 3, 544, 964)])
 
 
 def test_backend_choice(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
@@ -295,6 +389,24 @@ def test_backend_choice(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptu
     chosen = ort_providers(["cuda", "cpu"], cpu, None, Path("unused"))
     assert chosen == [("CPUExecutionProvider", {})]
     assert "no cuda execution provider" in caplog.text and "falling back to cpu" in caplog.text
+
+
+def test_onnx_runtime_prefers_cuda_and_gives_tensorrt_explicit_profiles(monkeypatch: pytest.MonkeyPatch) -> None:
+    everything = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr("onnxruntime.get_available_providers", lambda: everything)
+    gpu = torch.device("cuda", 1)  # only named: nothing runs on it
+    default = ort_providers([], gpu, None, Path("cache"))
+    assert [name for name, _ in default] == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert default[0][1] == {"device_id": "1"}
+    asked = ort_providers(["tensorrt", "cuda"], gpu, None, Path("cache"))
+    profile = {"features_0": ((1, 256, 8, 8), (4, 256, 192, 336), (4, 256, 336, 336)),
+               "features_1": ((1, 256, 4, 4), (4, 256, 96, 168), (4, 256, 168, 168))}
+    tensorrt, cuda = with_profile(asked, profile)
+    assert tensorrt[0] == "TensorrtExecutionProvider" and tensorrt[1]["device_id"] == "1"
+    assert tensorrt[1]["trt_profile_min_shapes"] == "features_0:1x256x8x8,features_1:1x256x4x4"
+    assert tensorrt[1]["trt_profile_opt_shapes"] == "features_0:4x256x192x336,features_1:4x256x96x168"
+    assert tensorrt[1]["trt_profile_max_shapes"] == "features_0:4x256x336x336,features_1:4x256x168x168"
+    assert tensorrt[1]["trt_engine_cache_path"] == str(Path("cache") / "ort-trt") and cuda == asked[1]
 
 
 def test_cli_backend_flag_reaches_the_engine() -> None:

@@ -13,7 +13,8 @@ as NAME:MIN:OPT:MAX shapes, like trtexec:
 
 Precision is the graph's: TensorRT 11 builds strongly typed networks only, so fp16 needs an fp16 export
 (`--precision` is checked against the graph). Builds read and extend a timing cache (per GPU model and TensorRT
-version in the cache folder, or `--timing-cache FILE`), log their phases, and warn where the GPU lacks fast FP16.
+version in the cache folder, or `--timing-cache FILE`; one TensorRT refuses is warned about, left as it is and built
+without), log their phases, and warn where the GPU lacks fast FP16. `--device cuda:N` builds on GPU N.
 """
 
 from __future__ import annotations
@@ -69,8 +70,9 @@ def build_from_onnx(path: Path, profile: Profile, precision: str, out: Path, tim
     import onnx
     import tensorrt as trt
 
+    from seg_video.engines.cache import write_atomically
     from seg_video.engines.runners.graphs import graph_precision
-    from seg_video.engines.runners.trt import build_plan, check_fast_fp16, write_atomically
+    from seg_video.engines.runners.trt import build_plan, check_fast_fp16
 
     found = graph_precision(onnx.load(str(path), load_external_data=False))
     if found != precision:

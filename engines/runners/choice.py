@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
-import shutil
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -20,11 +19,12 @@ import torch
 from torch import nn
 
 from seg_video.core.errors import EngineError
-from seg_video.engines.cache import cache_dir, cache_key, model_sha256, weights_sha256
+from seg_video.engines.cache import cache_dir, cache_key, made_once, model_sha256, replace_folder, weights_sha256
 from seg_video.engines.runners.base import Runner
 from seg_video.engines.runners.compiled import CompiledRunner
 from seg_video.engines.runners.graphs import OPSET, Part, Sidecar, is_intact, versions
-from seg_video.engines.runners.onnx import OrtRunner, ort_providers
+from seg_video.engines.runners.onnx import PROVIDERS, OrtRunner, ort_providers
+from seg_video.engines.runners.plans import Profiles, SizeRange
 
 if TYPE_CHECKING:
     from seg_video.engines.models.torch_common import TorchEngine
@@ -38,6 +38,11 @@ AUTO_ORDER = {"cuda": ("trt", "torch-compiled", "torch"), "cpu": ("onnx", "torch
 """What `auto` picks from, fastest first, by device type (the CPU order is measured in docs/GPU.md; the CUDA order is
 what TensorRT and compiled graphs are built for, not yet measured here); never opencv,
 which is for models only it can read (README: Engines) or when asked for."""
+
+
+ONE_EXPORT = threading.Lock()
+"""torch.onnx.export keeps its state in process globals (two at once in one process fail), so a process exports one
+model at a time, whichever models its engines load."""
 
 
 def installed(*modules: str) -> bool:
@@ -79,22 +84,20 @@ def present_backends(device: torch.device) -> list[str]:
 
 
 def export_cached(engine: TorchEngine, model: nn.Module, parts: list[Part]) -> tuple[Path, Sidecar]:
-    """The model's ONNX export in the cache, made now if missing or damaged (written whole, then renamed)."""
+    """The model's ONNX export in the cache, made now if missing or damaged (written whole, then renamed; made once
+    however many threads and processes ask at the same time)."""
     weights = weights_sha256(model)
     key = cache_key({"model": model_sha256([part.module for part in parts], weights),
                      "precision": engine.params.precision, "opset": OPSET, "versions": versions()})
     folder = cache_dir() / "onnx" / f"{engine.name}-{engine.params.precision}-{key}"
-    sidecar = is_intact(folder)
-    if sidecar is not None:
-        return folder, sidecar
-    log.info("%s: exporting to ONNX (%s, once) into %s", engine.name, engine.params.precision, folder)
-    partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    sidecar = engine.export_onnx(model, partial, weights=weights, precision=engine.params.precision)
-    shutil.rmtree(folder, ignore_errors=True)
-    partial.rename(folder)
-    return folder, sidecar
+
+    def export() -> Sidecar:
+        log.info("%s: exporting to ONNX (%s, once) into %s", engine.name, engine.params.precision, folder)
+        with ONE_EXPORT:
+            return replace_folder(folder, lambda partial: engine.export_onnx(model, partial, weights=weights,
+                                                                             precision=engine.params.precision))
+
+    return folder, made_once(folder, lambda: is_intact(folder), export)
 
 
 def make_runners(engine: TorchEngine, model: nn.Module, parts: list[Part],
@@ -104,13 +107,14 @@ def make_runners(engine: TorchEngine, model: nn.Module, parts: list[Part],
     if backend == "torch-compiled":
         return {part.name: CompiledRunner(part, precision, device) for part in parts}
     folder, sidecar = export_cached(engine, model, parts)
+    profiles = Profiles(SizeRange.of(engine.preprocessing()["resize"]), sidecar.parts[0].name)
     if backend == "onnx":
         providers = ort_providers(engine.params.providers, device, stream, cache_dir())
-        runners = {info.name: OrtRunner(folder / info.file, info, providers, device) for info in sidecar.parts}
-        active = next(iter(runners.values())).session.get_providers()[0]
-        if active != providers[0][0]:
-            log.warning("onnx: %s did not start (see ONNX Runtime's message); running on %s", providers[0][0], active)
-        log.info("%s: ONNX Runtime runs on %s", engine.name, active)
+        profiled = profiles if any(name == PROVIDERS["tensorrt"] for name, _ in providers) else None
+        runners = {info.name: OrtRunner(folder / info.file, info, providers, device, profiled)
+                   for info in sidecar.parts}
+        log.info("%s: ONNX Runtime runs on %s", engine.name, providers[0][0] if profiled else
+                 next(iter(runners.values())).session.get_providers()[0])
         return dict(runners)
     if backend == "opencv":
         from seg_video.engines.runners.opencv import dnn_runners
@@ -119,4 +123,5 @@ def make_runners(engine: TorchEngine, model: nn.Module, parts: list[Part],
     from seg_video.engines.runners.trt import TrtRunner
 
     assert stream is not None  # trt needs CUDA, checked when the engine was created
-    return {info.name: TrtRunner(folder / info.file, info, sidecar, device, stream) for info in sidecar.parts}
+    return {info.name: TrtRunner(folder / info.file, info, sidecar, device, stream, profiles)
+            for info in sidecar.parts}

@@ -1,10 +1,18 @@
-"""The `onnx` backend: each exported part on ONNX Runtime, with the execution providers asked for."""
+"""The `onnx` backend: each exported part on ONNX Runtime, with the execution providers asked for.
+
+On a GPU the default is ONNX Runtime's CUDA provider (then the CPU): its TensorRT provider only when asked
+(`providers: [tensorrt, ...]`), and then with explicit profiles (`trt_profile_*_shapes`) from the same rule as the
+`trt` backend's plans (`seg_video.engines.runners.plans.Profiles`), so the heads' changing row counts never make it
+build another engine. Those profiles need the run's batch and picture size, so such a session starts on the part's
+first call (at warm-up).
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -12,6 +20,7 @@ from torch import Tensor
 
 from seg_video.engines.runners.base import PartRunner
 from seg_video.engines.runners.graphs import PartInfo
+from seg_video.engines.runners.plans import Profile, Profiles
 
 log = logging.getLogger(__name__)
 
@@ -19,21 +28,44 @@ PROVIDERS = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProv
 """ONNX Runtime execution providers by the names the `providers` setting takes."""
 
 
+Providers = list[tuple[str, dict[str, str]]]
+"""ONNX Runtime execution providers with their options, in order of preference."""
+
+
 class OrtRunner(PartRunner):
     """A part on ONNX Runtime, bound to the engine's tensors in place: no host copy when it runs on the GPU (a
-    session that fell back to the CPU gets host copies)."""
+    session that fell back to the CPU gets host copies). With `profiles` (the TensorRT provider asked for), the
+    session starts on the first call, its TensorRT profile made for the shapes then seen."""
 
-    def __init__(self, path: Path, info: PartInfo, providers: list[tuple[str, dict[str, str]]],
-                 device: torch.device) -> None:
+    def __init__(self, path: Path, info: PartInfo, providers: Providers, device: torch.device,
+                 profiles: Profiles | None = None) -> None:
+        super().__init__(info)
+        self._path = path
+        self._providers = providers
+        self._device = device
+        self._profiles = profiles
+        self._bound = torch.device("cpu")
+        self.session: Any = None if profiles is not None else self._start(providers)
+
+    def _start(self, providers: Providers) -> Any:
+        """An ONNX Runtime session on `providers` (said when the first of them did not start)."""
         import onnxruntime as ort
 
-        super().__init__(info)
-        self.session = ort.InferenceSession(str(path), providers=providers)
-        on_gpu = device.type == "cuda" and self.session.get_providers()[0] != PROVIDERS["cpu"]
-        self._device = device
-        self._bound = torch.device("cuda", device.index or 0) if on_gpu else torch.device("cpu")
+        session = ort.InferenceSession(str(self._path), providers=providers)
+        active = session.get_providers()[0]
+        if active != providers[0][0]:
+            log.warning("onnx: %s did not start for %s (see ONNX Runtime's message); running on %s", providers[0][0],
+                        self.info.name, active)
+        on_gpu = self._device.type == "cuda" and active != PROVIDERS["cpu"]
+        self._bound = torch.device("cuda", self._device.index or 0) if on_gpu else torch.device("cpu")
+        return session
 
     def run(self, *inputs: Tensor) -> tuple[Tensor, ...]:
+        if self._profiles is not None:
+            shapes = [tuple(x.shape) for x in inputs]
+            self._profiles.observe(self.info, shapes)
+            if self.session is None:
+                self.session = self._start(with_profile(self._providers, self._profiles.wanted(self.info, shapes)))
         binding = self.session.io_binding()
         where = (self._bound.type, self._bound.index or 0)
         kept = [x.to(self._bound, torch.float32).contiguous() for x in inputs]  # alive until the run ends
@@ -46,12 +78,13 @@ class OrtRunner(PartRunner):
 
 
 def ort_providers(requested: Sequence[str], device: torch.device, stream: torch.cuda.Stream | None,
-                  cache: Path) -> list[tuple[str, dict[str, str]]]:
-    """ONNX Runtime providers with options, in the requested order, those this build lacks left out (said)."""
+                  cache: Path) -> Providers:
+    """ONNX Runtime providers with options, in the requested order (default: cuda then cpu on a GPU, cpu on the CPU),
+    those this build lacks left out (said); the TensorRT provider's profile is added by `with_profile`."""
     import onnxruntime as ort
 
     available = ort.get_available_providers()
-    wanted = list(requested) or (["tensorrt", "cuda", "cpu"] if device.type == "cuda" else ["cpu"])
+    wanted = list(requested) or (["cuda", "cpu"] if device.type == "cuda" else ["cpu"])
     lacking = [name for name in wanted if PROVIDERS[name] not in available]
     if lacking:
         log.warning("onnx: this onnxruntime has no %s execution provider (it has %s); falling back to %s",
@@ -65,3 +98,11 @@ def ort_providers(requested: Sequence[str], device: torch.device, stream: torch.
                             "trt_engine_cache_path": str(cache / "ort-trt")}}
     chosen = [(PROVIDERS[name], options[name]) for name in wanted if name not in lacking]
     return chosen or [(PROVIDERS["cpu"], {})]
+
+
+def with_profile(providers: Providers, profile: Profile) -> Providers:
+    """`providers` with the TensorRT provider (if there) given `profile` as its one explicit optimisation profile."""
+    shapes = {f"trt_profile_{end}_shapes": ",".join(f"{name}:{'x'.join(map(str, limits[index]))}"
+                                                   for name, limits in profile.items())
+              for index, end in enumerate(("min", "opt", "max"))}
+    return [(name, {**options, **shapes} if name == PROVIDERS["tensorrt"] else options) for name, options in providers]

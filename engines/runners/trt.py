@@ -4,8 +4,10 @@ Precision is the graph's: TensorRT 11 builds strongly typed networks only (the F
 fp16 engine comes from the fp16 export (FP16 weights and math, FP32 inputs and outputs); the network is created
 STRONGLY_TYPED, which TensorRT 10 needs and 11 ignores. Tensors are bound by name (`set_tensor_address`,
 `set_input_shape`) and run with `execute_async_v3`; buffers are torch CUDA tensors, so the preprocessed frames feed
-the engine with no host copy. Plans are built on first use, in the infer thread, for the shapes seen: one
-optimisation profile per plan, dim 0 from 1 to a bucket of rows, the other dims as seen (a video keeps its size).
+the engine with no host copy. Plans are built on first use (at warm-up), in the infer thread, with one optimisation
+profile spanning the configured maxima (`seg_video.engines.runners.plans`), once per part however many threads and
+processes start on an empty cache. TensorRT's builder, runtime and contexts use the thread's current CUDA device, so
+every build, load and run happens under `torch.cuda.device(the engine's device)`: cuda:N means GPU N.
 
 Importing this module needs `tensorrt` and creates nothing: no logger, builder, runtime, context or stream.
 Verified here: type-checked (mypy) and name-checked against the real TensorRT 11.4 Python bindings; never
@@ -14,9 +16,7 @@ executed (no TensorRT libraries or GPU where it was written) — docs/GPU.md.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
@@ -28,16 +28,22 @@ from torch import Tensor
 from typing_extensions import Buffer
 
 from seg_video.core.errors import EngineError
+from seg_video.engines.cache import made_once
 from seg_video.engines.runners.base import PartRunner
 from seg_video.engines.runners.graphs import PartInfo, Sidecar
 from seg_video.engines.runners.plans import (
     Profile,
+    Profiles,
     cached_plan,
     covers,
+    keep_timing_cache,
+    offer_timing_cache,
     plan_path,
-    profile_for,
-    read_profile,
+    plans_of,
+    remove_plan,
+    save_plan,
     timing_cache_path,
+    widened,
 )
 
 log = logging.getLogger(__name__)
@@ -100,8 +106,9 @@ class BuildProgress(trt.IProgressMonitor):
 
 
 def build_plan(onnx_path: Path, profile: Profile, timing_cache: Path, label: str) -> bytes:
-    """A serialized TensorRT plan for the ONNX graph with one optimisation profile; the timing cache is read and
-    updated. Precision is the graph's (strongly typed network)."""
+    """A serialized TensorRT plan for the ONNX graph with one optimisation profile, built on the current CUDA device;
+    the timing cache is read and updated unless TensorRT refuses it (then the build runs without it). Precision is
+    the graph's (strongly typed network)."""
     logger = trt_logger()
     builder = trt.Builder(logger)
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
@@ -115,31 +122,30 @@ def build_plan(onnx_path: Path, profile: Profile, timing_cache: Path, label: str
     for name, (low, opt, high) in profile.items():
         optimisation.set_shape(name, trt.Dims(low), trt.Dims(opt), trt.Dims(high))
     config.add_optimization_profile(optimisation)
-    known = timing_cache.read_bytes() if timing_cache.is_file() else b""
-    config.set_timing_cache(config.create_timing_cache(known), ignore_mismatch=False)
+
+    def attach(known: bytes) -> bool:
+        created = config.create_timing_cache(known)
+        return created is not None and config.set_timing_cache(created, ignore_mismatch=False)
+
+    with_timing_cache = offer_timing_cache(timing_cache, attach)
     monitor = BuildProgress(label)  # must outlive the build
     config.progress_monitor = monitor
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise EngineError(f"TensorRT could not build {onnx_path} for {profile} (see its messages above)")
-    write_atomically(timing_cache, bytes(cast(Buffer, config.get_timing_cache().serialize())))
+    if with_timing_cache:
+        keep_timing_cache(timing_cache, config.get_timing_cache())
     return bytes(cast(Buffer, serialized))
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write a whole file or nothing (a temporary sibling renamed into place)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}.partial-{os.getpid()}")
-    partial.write_bytes(data)
-    partial.replace(path)
-
-
 class Plan:
-    """A deserialized plan and its execution context, run on a given stream."""
+    """A deserialized plan (the cache's `path`) and its execution context, made on the current CUDA device and run
+    on a stream of it."""
 
-    def __init__(self, data: bytes, part: PartInfo, profile: Profile) -> None:
+    def __init__(self, data: bytes, part: PartInfo, profile: Profile, path: Path) -> None:
         self.profile = profile
         self.part = part
+        self.path = path
         self.runtime = trt.Runtime(trt_logger())
         self.engine = self.runtime.deserialize_cuda_engine(data)
         if self.engine is None:
@@ -166,43 +172,66 @@ class Plan:
         return tuple(output.float() for output in outputs)
 
 
-def load_plan(onnx_path: Path, part: PartInfo, sidecar: Sidecar, shapes: Sequence[tuple[int, ...]],
-              device: torch.device) -> Plan:
-    """A cached plan whose profile covers `shapes`; if there is none, one built (and cached) for them."""
+def load_plan(onnx_path: Path, part: PartInfo, sidecar: Sidecar, profile: Profile, device: torch.device) -> Plan:
+    """A cached plan whose profile contains `profile`; if there is none, one built (and cached) for it, once however
+    many threads and processes ask at the same time. Call under `torch.cuda.device(device)`."""
     gpu = torch.cuda.get_device_name(device)
-    found = cached_plan(sidecar, part, trt.__version__, gpu, shapes)
-    if found is not None:
-        return Plan(found.read_bytes(), part, read_profile(found.with_suffix(".json")))
-    profile = profile_for([spec.name for spec in part.inputs], shapes, part.rows)
-    if sidecar.precision == "fp16":
-        check_fast_fp16(device)
-    log.info("trt: building %s/%s (%s) for %s on %s; once, may take minutes", sidecar.model, part.name,
-             sidecar.precision, {name: limits[2] for name, limits in profile.items()}, gpu)
-    data = build_plan(onnx_path, profile, timing_cache_path(trt.__version__, gpu), f"{sidecar.model}/{part.name}")
-    path = plan_path(sidecar, part, profile, trt.__version__, gpu)
-    write_atomically(path, data)
-    write_atomically(path.with_suffix(".json"), json.dumps(profile).encode())
-    return Plan(data, part, profile)
+
+    def find() -> Plan | None:
+        found = cached_plan(sidecar, part, trt.__version__, gpu, profile)
+        try:
+            return None if found is None else Plan(found[0].read_bytes(), part, found[1], found[0])
+        except FileNotFoundError:  # another run replaced it just now: look again under the lock
+            return None
+
+    def build() -> Plan:
+        if sidecar.precision == "fp16":
+            check_fast_fp16(device)
+        log.info("trt: building %s/%s (%s) for %s on %s; once, may take minutes", sidecar.model, part.name,
+                 sidecar.precision, {name: limits[2] for name, limits in profile.items()}, gpu)
+        data = build_plan(onnx_path, profile, timing_cache_path(trt.__version__, gpu), f"{sidecar.model}/{part.name}")
+        path = plan_path(sidecar, part, profile, trt.__version__, gpu)
+        save_plan(path, data, profile)
+        return Plan(data, part, profile, path)
+
+    return made_once(plans_of(sidecar, part, trt.__version__, gpu), find, build)
 
 
 class TrtRunner(PartRunner):
-    """A part run by TensorRT plans, one per profile its inputs have needed so far."""
+    """A part run by one TensorRT plan on the engine's device and stream; shapes its profile does not cover (a
+    bigger batch, or for FCN a wider picture, than warm-up saw) get a plan spanning both, which replaces the old one
+    in memory and in the cache."""
 
     def __init__(self, onnx_path: Path, part: PartInfo, sidecar: Sidecar, device: torch.device,
-                 stream: torch.cuda.Stream) -> None:
+                 stream: torch.cuda.Stream, profiles: Profiles) -> None:
         super().__init__(part)
         self._onnx_path = onnx_path
         self._sidecar = sidecar
         self._device = device
         self._stream = stream
-        self._plans: list[Plan] = []
+        self._profiles = profiles
+        self._plan: Plan | None = None
 
     def run(self, *inputs: Tensor) -> tuple[Tensor, ...]:
-        """Run on the plan whose profile covers these shapes (loading or building it first if needed)."""
+        """Run on the plan, loading or building it first if these shapes need it."""
         names = [spec.name for spec in self.info.inputs]
         shapes = [tuple(x.shape) for x in inputs]
-        plan = next((plan for plan in self._plans if covers(plan.profile, names, shapes)), None)
-        if plan is None:
-            plan = load_plan(self._onnx_path, self.info, self._sidecar, shapes, self._device)
-            self._plans.append(plan)
-        return plan.execute(inputs, self._stream)
+        self._profiles.observe(self.info, shapes)
+        with torch.cuda.device(self._device):
+            if self._plan is None or not covers(self._plan.profile, names, shapes):
+                self._plan = self._replace(self._profiles.wanted(self.info, shapes))
+            return self._plan.execute(inputs, self._stream)
+
+    def _replace(self, wanted: Profile) -> Plan:
+        """The plan for `wanted` (widened to the current plan's profile); the current one evicted."""
+        if self._plan is None:
+            return load_plan(self._onnx_path, self.info, self._sidecar, wanted, self._device)
+        old_profile, old_path = self._plan.profile, self._plan.path
+        self._plan = None  # its engine and context freed before the new plan's are made
+        log.warning("trt: %s/%s: shapes beyond its plan's profile (a bigger batch or picture than warm-up saw); "
+                    "replacing the plan (a build may take minutes: warm up at the run's batch and size)",
+                    self._sidecar.model, self.info.name)
+        plan = load_plan(self._onnx_path, self.info, self._sidecar, widened(old_profile, wanted), self._device)
+        if plan.path != old_path:
+            remove_plan(old_path)
+        return plan
