@@ -47,7 +47,7 @@ def test_the_wheel_declares_the_command_and_every_built_in_engine(wheel: Path) -
     assert parsed["console_scripts"]["seg-video"] == "seg_video.cli.main:main"
     engines = dict(parsed["seg_video.engines"])
     assert set(engines) == {"motion", "threshold", "kmeans", "edges", "region", "maskrcnn", "maskrcnn_v2", "fcn",
-                            "fcn101", "maskrcnn_tf"}
+                            "fcn101", "lraspp", "deeplabv3_mobilenet", "maskrcnn_tf"}
     assert all(target.startswith("seg_video.engines.") for target in engines.values())
 
 

@@ -1,4 +1,5 @@
-"""The torchvision engines (maskrcnn, maskrcnn_v2, fcn, fcn101) on CPU with random-init weights at small sizes.
+"""The torchvision engines (maskrcnn, maskrcnn_v2, fcn, fcn101; lraspp and deeplabv3_mobilenet in
+test_mobile_engines) on CPU with random-init weights at small sizes.
 
 Each reference model is torchvision's builder called directly (seeded random init), its state dict saved once per
 module; the engines load that file, so parity also covers `weights=PATH`. Frames are 160x120 BGR.
@@ -24,7 +25,13 @@ import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from torch import nn
 from torchvision.models.detection import maskrcnn_resnet50_fpn, maskrcnn_resnet50_fpn_v2
-from torchvision.models.segmentation import FCN_ResNet50_Weights, fcn_resnet50, fcn_resnet101
+from torchvision.models.segmentation import (
+    FCN_ResNet50_Weights,
+    deeplabv3_mobilenet_v3_large,
+    fcn_resnet50,
+    fcn_resnet101,
+    lraspp_mobilenet_v3_large,
+)
 from torchvision.ops import box_iou
 
 from seg_video.core.errors import ConfigError, EngineError
@@ -35,7 +42,8 @@ from seg_video.engines.models.weights import cached_path
 
 MIN_SIZE, MAX_SIZE = 128, 224
 BUILDERS = {"maskrcnn": maskrcnn_resnet50_fpn, "maskrcnn_v2": maskrcnn_resnet50_fpn_v2, "fcn": fcn_resnet50,
-            "fcn101": fcn_resnet101}
+            "fcn101": fcn_resnet101, "lraspp": lraspp_mobilenet_v3_large,
+            "deeplabv3_mobilenet": deeplabv3_mobilenet_v3_large}
 KEPT_DETECTIONS = 12
 """Detections the Mask R-CNN tests keep on the first frame (threshold midway between the 12th and 13th best score):
 enough to compare, cheap to mask, and no score near the cut-off."""

@@ -69,6 +69,8 @@ class FCNEngine(TorchEngine):
     official = FCN_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1
     builder = staticmethod(fcn_resnet50)
     unused_prefixes = ("aux_classifier.",)
+    part_name: ClassVar[str] = "fcn"
+    """The one exportable part's name (its ONNX file, TensorRT plan and runner)."""
 
     def __init__(self, params: FCNParams) -> None:
         super().__init__(params)
@@ -82,11 +84,11 @@ class FCNEngine(TorchEngine):
     def parts(self, model: nn.Module) -> list[Part]:
         """The whole network, dynamic in batch, height and width."""
         example = torch.zeros(2, 3, 64, 64, device=self.device)
-        return [Part("fcn", Logits(model), ("images",), ("logits",), (example,), spatial=True)]
+        return [Part(self.part_name, Logits(model), ("images",), ("logits",), (example,), spatial=True)]
 
     def install(self, model: nn.Module, runners: Mapping[str, Runner]) -> nn.Module:
         """The runner in the model's place, answering with the model's output dict."""
-        return RunnerModule(runners["fcn"], as_fcn_output)
+        return RunnerModule(runners[self.part_name], as_fcn_output)
 
     def preprocessing(self) -> dict[str, Any]:
         """The official transform's steps."""
@@ -116,7 +118,9 @@ class FCNEngine(TorchEngine):
     def _segmentation(self, frame: Frame, logits: Tensor) -> Segmentation:
         """One frame's logits (classes, h, w) as a label map or as per-class instances, at the frame's size."""
         height, width = frame.size
-        logits = F.interpolate(logits[None].float(), size=(height, width), mode="bilinear", align_corners=False)[0]
+        # channels last: the resize and the argmax read each pixel's class scores as one run (~5x faster on a CPU)
+        logits = F.interpolate(logits[None].float().contiguous(memory_format=torch.channels_last), size=(height, width),
+                               mode="bilinear", align_corners=False)[0]
         labels = logits.argmax(0)
         if self._keep is not None:
             labels = torch.where(self._keep[labels], labels, 0)
