@@ -23,6 +23,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision.transforms.functional as TF
+from tool_modules import load_tool
 from torch import nn
 from torchvision.models.detection import maskrcnn_resnet50_fpn, maskrcnn_resnet50_fpn_v2
 from torchvision.models.segmentation import (
@@ -32,7 +33,6 @@ from torchvision.models.segmentation import (
     fcn_resnet101,
     lraspp_mobilenet_v3_large,
 )
-from torchvision.ops import box_iou
 
 from seg_video.core.errors import ConfigError, EngineError
 from seg_video.core.types import Frame, Segmentation, boxes_from_masks
@@ -47,6 +47,9 @@ BUILDERS = {"maskrcnn": maskrcnn_resnet50_fpn, "maskrcnn_v2": maskrcnn_resnet50_
 KEPT_DETECTIONS = 12
 """Detections the Mask R-CNN tests keep on the first frame (threshold midway between the 12th and 13th best score):
 enough to compare, cheap to mask, and no score near the cut-off."""
+
+agreement = load_tool("_agreement")  # match and mask_iou, shared with tools/gpu_check.py
+match, mask_iou = agreement.match, agreement.mask_iou
 
 
 def make_frame(index: int, width: int = 160, height: int = 120) -> Frame:
@@ -79,25 +82,6 @@ def loaded(name: str, **params: Any) -> Engine:
     engine = create_engine(name, {"device": "cpu", "min_size": MIN_SIZE, **params})
     engine.load()
     return engine
-
-
-def match(ours: Segmentation, theirs: Segmentation, min_iou: float) -> list[tuple[int, int]]:
-    """One-to-one pairs of same-class instances whose boxes overlap best (at least `min_iou`), greedy by IoU."""
-    iou = box_iou(torch.from_numpy(ours.boxes), torch.from_numpy(theirs.boxes))
-    iou[torch.from_numpy(ours.class_ids[:, None] != theirs.class_ids[None, :])] = 0
-    pairs = []
-    while iou.numel() and iou.max() >= min_iou:
-        i, j = divmod(int(iou.argmax()), iou.shape[1])
-        pairs.append((i, j))
-        iou[i, :] = 0
-        iou[:, j] = 0
-    return pairs
-
-
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two boolean masks (1.0 when both are empty)."""
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 1.0
 
 
 def assert_same_instances(ours: Segmentation, theirs: Segmentation, *, atol: float = 1e-3) -> None:
@@ -428,10 +412,7 @@ def assert_fp16_agrees(name: str, full: Segmentation, half: Segmentation, *, min
     """An FP16 result against the FP32 one: FCN ≥ 99 % of labels equal; Mask R-CNN ≥ 90 % of instances matched,
     matched masks' IoU ≥ `min_mask_iou` (over all matched instances' pixels: tiny masks do not dominate)."""
     if name == "fcn":
-        assert full.label_map is not None and half.label_map is not None
-        assert (full.label_map == half.label_map).mean() >= 0.99
+        assert agreement.label_agreement(half, full) >= 0.99
         return
-    pairs = match(half, full, min_iou=0.8)
-    assert len(full) > 0 and len(pairs) >= 0.9 * len(full)
-    assert full.masks is not None and half.masks is not None
-    assert mask_iou(half.full_masks()[[i for i, _ in pairs]], full.full_masks()[[j for _, j in pairs]]) >= min_mask_iou
+    found = agreement.instance_agreement(half, full, min_box_iou=0.8)
+    assert found.reference > 0 and found.matched_fraction >= 0.9 and found.mask_iou >= min_mask_iou

@@ -3,8 +3,10 @@
     python tools/bench_gpu.py                                   # fcn and maskrcnn, every backend present, fp16
     python tools/bench_gpu.py --engines fcn --width 520 --height 520 --frames 300 --json fcn520.json
     python tools/bench_gpu.py --backends torch,trt --weights model.pt
+    python tools/bench_gpu.py --engines lraspp --backends onnx,opencv,torch --input clip360.mp4 --min-size 256
 
-For each engine and each backend that can run here, on a generated clip (1280×720 by default): the engine is loaded
+For each engine and each backend that can run here, on a generated clip (1280×720 by default) or a real one
+(`--input`, its first `--frames` frames engine-only, all of it end to end): the engine is loaded
 and warmed up first (compilation and TensorRT builds happen there, outside every timing); then *engine-only* is
 prepare + infer over the decoded frames held in memory, synchronised, per frame; *end to end* is the threaded
 pipeline (decode → preprocess → infer → render → H.264 encode) with that same loaded engine, frames per second.
@@ -17,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 import time
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _gpu_env import environment
 
 from seg_video.api import run_config
 from seg_video.core.types import Frame
@@ -62,37 +64,29 @@ def end_to_end(engine: TorchEngine, name: str, params: dict[str, Any], clip: Pat
     return (len(timed) - 1) / (timed[-1] - timed[0]) if len(timed) > 1 else 0.0
 
 
-def measure(name: str, backend: str, params: dict[str, Any], clip: Path, frames: list[Frame], batch: int,
-            folder: Path) -> dict[str, Any]:
-    """Load, warm up, time engine-only and end to end; one result row."""
-    engine = create_engine(name, {**params, "backend": backend})
+def warmed(name: str, params: dict[str, Any], frames: list[Frame], batch: int) -> tuple[TorchEngine, float]:
+    """The engine loaded and warmed up for `frames`' size and `batch` (compiles and builds done, CUDA graphs and the
+    allocator settled by two untimed batches), and the seconds that took."""
+    engine = create_engine(name, params)
     assert isinstance(engine, TorchEngine)
     started = time.perf_counter()
     engine.load()
     height, width = frames[0].size
     engine.warm_up(height, width, batch)
-    engine_only(engine, frames[:2 * batch], batch)  # CUDA graphs and allocator settle
-    warm_seconds = time.perf_counter() - started
+    engine_only(engine, frames[:2 * batch], batch)
+    return engine, time.perf_counter() - started
+
+
+def measure(name: str, backend: str, params: dict[str, Any], clip: Path, frames: list[Frame], batch: int,
+            folder: Path) -> dict[str, Any]:
+    """Load, warm up, time engine-only and end to end; one result row."""
+    engine, warm_seconds = warmed(name, {**params, "backend": backend}, frames, batch)
     milliseconds = engine_only(engine, frames, batch)
     fps = end_to_end(engine, name, {**params, "backend": backend}, clip, batch, folder / f"{name}-{backend}.mp4")
     engine.close()
     return {"engine": name, "backend": backend, "precision": params["precision"], "batch": batch,
             "load_and_warm_up_s": round(warm_seconds, 1), "engine_only_ms": round(milliseconds, 2),
             "engine_only_fps": round(1000 / milliseconds, 1), "end_to_end_fps": round(fps, 1)}
-
-
-def machine() -> dict[str, str]:
-    """Device and library versions, for the record."""
-    info = {"python": platform.python_version(), "torch": torch.__version__, "cpu": platform.processor() or
-            platform.machine()}
-    if torch.cuda.is_available():
-        info |= {"gpu": torch.cuda.get_device_name(), "cuda": str(torch.version.cuda)}
-    for module in ("onnxruntime", "tensorrt"):
-        try:
-            info[module] = __import__(module).__version__
-        except ImportError:
-            info[module] = "not installed"
-    return info
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -102,6 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--backends", default=",".join(BACKENDS))
     parser.add_argument("--precision", choices=("fp16", "fp32"), default="fp16")
     parser.add_argument("--weights", default="none", metavar="default|none|PATH")
+    parser.add_argument("--input", type=Path, help="a real clip to measure on (default: a generated one)")
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--height", type=int, default=720)
     parser.add_argument("--frames", type=int, default=120)
@@ -115,9 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows, skipped = [], []
     with tempfile.TemporaryDirectory(prefix="seg-video-bench-gpu-") as tmp:
         folder = Path(tmp)
-        clip = write_sample_clip(folder / "clip.mp4", seconds=args.frames / 30.0, width=args.width,
-                                 height=args.height, fps=30.0)
-        frames = list(VideoSource(clip))
+        clip = args.input or write_sample_clip(folder / "clip.mp4", seconds=args.frames / 30.0, width=args.width,
+                                               height=args.height, fps=30.0)
+        frames = list(VideoSource(clip))[:args.frames]
         for name in args.engines.split(","):
             for backend in args.backends.split(","):
                 reason = missing(backend, device)
@@ -130,8 +125,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     params["min_size"] = args.min_size
                 rows.append(measure(name, backend, params, clip, frames, args.batch, folder))
                 print(json.dumps(rows[-1]), flush=True)
-    versions = machine()
-    result = {"machine": versions, "clip": f"{args.width}x{args.height}, {len(frames)} frames", "rows": rows,
+    versions = environment()
+    height, width = frames[0].size
+    result = {"machine": versions, "clip": f"{args.input or 'generated'}, {width}x{height}, {len(frames)} frames",
+              "rows": rows,
               "skipped": skipped}
     print(f"\n{'engine':<10} {'backend':<15} {'prec':<5} {'engine ms/frame':>15} {'engine fps':>10} "
           f"{'end-to-end fps':>14}")

@@ -1,0 +1,39 @@
+"""tools/gpu_check.py's report: JSON and Markdown, each written whole or not at all (a run stopped at its time limit
+leaves the last complete report)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write `text` through a temporary file renamed into place."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text)
+    partial.replace(path)
+
+
+def write_json(path: Path, value: Any) -> None:
+    """Write `value` as indented JSON (anything JSON lacks as its string), whole or not at all."""
+    write_text(path, json.dumps(value, indent=2, default=str) + "\n")
+
+
+def markdown(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    """The report for people: the run's facts, a table of the items, then each item's data."""
+    lines = ["# seg-video GPU check", "", *(f"- {key}: {value}" for key, value in meta.items()), "",
+             "| item | status | summary | seconds |", "| --- | --- | --- | --- |"]
+    lines += [f"| {row['name']} | {row['status']} | {row.get('summary') or ''} | {row.get('seconds', '')} |"
+              for row in rows]
+    for row in rows:
+        if row.get("data"):
+            lines += ["", f"## {row['name']}", "", f"{row['what']}.", "", "```json",
+                      json.dumps(row["data"], indent=2, default=str), "```"]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(out: Path, meta: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    """report.json and report.md in `out`."""
+    write_json(out / "report.json", {**meta, "items": rows})
+    write_text(out / "report.md", markdown(meta, rows))
