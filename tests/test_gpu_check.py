@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from tool_modules import TOOLS, load_tool
 
 from seg_video.core.types import ClassTable, Segmentation, boxes_from_masks
@@ -34,16 +36,20 @@ def statuses(report: dict[str, Any]) -> dict[str, str]:
 
 
 def test_dry_run_reports_every_item_and_a_failing_one_stops_nothing(tmp_path: Path) -> None:
-    finished, report = check(tmp_path / "out", "--dry-run", sabotage="agreement=fail")
+    finished, report = check(tmp_path / "out", "--dry-run", sabotage="environment=fail")
     status = statuses(report)
     assert finished.returncode == 1, finished.stderr  # one item failed
     assert list(status) == ITEM_NAMES and report["dry_run"] is True
-    assert status["agreement"] == "failed: AssertionError: agreement fails on purpose (GPU_CHECK_SABOTAGE)"
-    assert {status[name] for name in ("environment", "fcn_speed", "maskrcnn_e2e", "shared_engine", "gpu_tests")} == \
+    assert status["environment"] == "failed: AssertionError: environment fails on purpose (GPU_CHECK_SABOTAGE)"
+    assert {status[name] for name in ("agreement", "fcn_speed", "maskrcnn_e2e", "shared_engine", "gpu_tests")} == \
         {"ok"}
     assert status["compiled_ratio"].startswith("not available here: ")
     assert status["peak_memory"].startswith("not available here: ")
     rows = {row["name"]: row for row in report["items"]}
+    compared = rows["agreement"]["data"]  # eager FP32 against itself: the comparison runs, and finds no difference
+    assert compared["fcn vs torch fp32: torch fp32 batch 1"]["identical_pixels_pct"] == 100.0
+    instances = compared["maskrcnn vs torch fp32: torch fp32 batch 1"]
+    assert instances["reference_instances"] == instances["matched"] == 3 and instances["worst_frame_mask_iou"] == 1.0
     (speed,) = (row for row in rows["fcn_speed"]["data"].values())
     assert speed["fps"] > 0 and speed["frames_timed"] >= 4 and speed["on"].startswith("CPU dry run")
     assert rows["maskrcnn_e2e"]["data"]["torch fp32 batch 1"]["fps"] > 0
@@ -51,7 +57,6 @@ def test_dry_run_reports_every_item_and_a_failing_one_stops_nothing(tmp_path: Pa
     outcomes = rows["gpu_tests"]["data"]
     assert outcomes and all(outcome == "skipped: needs a CUDA GPU" for outcome in outcomes.values())
     assert "tests.test_gpu_backends::test_onnx_runtime_on_cuda_matches_torch" in outcomes
-    assert rows["environment"]["data"]["python"] and rows["environment"]["data"]["gpu"].startswith("none")
     markdown = (tmp_path / "out" / "report.md").read_text()
     assert all(f"| {name} | {status[name]} |" in markdown for name in ITEM_NAMES)
     assert [line.split(":")[0].split("] ")[1] for line in finished.stdout.splitlines()[:-1]] == ITEM_NAMES
@@ -60,14 +65,22 @@ def test_dry_run_reports_every_item_and_a_failing_one_stops_nothing(tmp_path: Pa
 
 
 def test_a_crash_and_a_hang_cost_their_items_only(tmp_path: Path) -> None:
-    finished, report = check(tmp_path / "out", "--dry-run", "--items", "agreement,environment,fcn_speed",
-                             "--budget", "12", sabotage="agreement=crash,environment=hang")
+    finished, report = check(tmp_path / "out", "--dry-run", "--items", "agreement,gpu_tests,fcn_speed",
+                             "--budget", "12", sabotage="agreement=crash,gpu_tests=hang")
     status = statuses(report)
-    assert finished.returncode == 1 and list(status) == ["agreement", "environment", "fcn_speed"]
-    assert status["agreement"].startswith(f"failed: exit code -{6} ")  # SIGABRT, as a CUDA fault would end it
-    assert status["environment"].startswith("failed: timed out after ")
+    assert finished.returncode == 1 and list(status) == ["agreement", "gpu_tests", "fcn_speed"]
+    assert status["agreement"].startswith(f"failed: exit code -{signal.SIGABRT} ")  # as a CUDA fault can end it
+    assert status["gpu_tests"].startswith("failed: timed out after ")
     assert status["fcn_speed"] == "not run: time budget"
-    assert [row["seconds"] for row in report["items"]][1] < 14
+    assert sum(row["seconds"] for row in report["items"]) < 14
+
+
+def test_environment_names_the_libraries_and_the_device() -> None:
+    facts = load_tool("_gpu_env").environment()
+    assert facts["torch"] == torch.__version__ and facts["numpy"] == np.__version__
+    expected = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none (torch sees no CUDA device)"
+    assert facts["gpu"] == expected
+    assert facts["tensorrt"].startswith("not available (") or facts["tensorrt"][0].isdigit()
 
 
 def row(backend: str, precision: str, batch: int, fps: float, peak: float | None = None) -> dict[str, Any]:

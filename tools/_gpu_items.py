@@ -27,9 +27,6 @@ from seg_video.io.video import VideoSource
 
 Config = tuple[str, str, int]
 """A measured configuration: backend, precision, batch."""
-FP16_BACKENDS = {"torch": "torch autocast fp16", "torch-compiled": "torch-compiled fp16", "onnx": "onnx (CUDA) fp16",
-                 "trt": "trt fp16"}
-"""The FP16 variants compared with eager torch FP32, and how the report names them."""
 
 
 class NotAvailable(Exception):
@@ -53,6 +50,8 @@ class Plan:
     clip_size: tuple[int, int]
     """Width and height of the frames of agreement, end to end and the shared engine."""
     agreement_frames: int
+    agreement_configs: tuple[Config, ...]
+    """The variants compared with eager torch FP32 (`torch fp16` is autocast)."""
     e2e_frames: int
     e2e_configs: tuple[Config, ...]
     shared: tuple[str, str]
@@ -69,12 +68,15 @@ GPU = Plan(device="cuda", label="CUDA", speed_side=520, speed_frames=128,
            speed_configs=(("torch", "fp32", 1), ("torch-compiled", "fp16", 1), ("torch", "fp32", 8),
                           ("torch-compiled", "fp16", 8), ("torch", "fp16", 1), ("torch", "fp16", 8), ("trt", "fp16", 1),
                           ("trt", "fp16", 8), ("onnx", "fp16", 1), ("onnx", "fp16", 8)),
-           clip_size=(1280, 720), agreement_frames=3, e2e_frames=120,
+           clip_size=(1280, 720), agreement_frames=3,
+           agreement_configs=tuple((backend, "fp16", 1) for backend in ("torch", "torch-compiled", "onnx", "trt")),
+           e2e_frames=120,
            e2e_configs=(("torch-compiled", "fp16", 1), ("torch", "fp16", 1), ("torch-compiled", "fp16", 4),
                         ("torch", "fp16", 4), ("trt", "fp16", 1)),
            shared=("torch-compiled", "fp16"), shared_frames=24, kept_detections=20)
 DRY_RUN = Plan(device="cpu", label="CPU dry run (tiny sizes: the numbers mean nothing)", speed_side=64, speed_frames=4,
-               speed_configs=(("torch", "fp32", 2),), clip_size=(96, 64), agreement_frames=0, e2e_frames=3,
+               speed_configs=(("torch", "fp32", 2),), clip_size=(96, 64), agreement_frames=1,
+               agreement_configs=(("torch", "fp32", 1),), e2e_frames=3,
                e2e_configs=(("torch", "fp32", 1),), shared=("torch", "fp32"), shared_frames=3, kept_detections=3,
                sizes={"fcn": {"min_size": 64}, "maskrcnn": {"min_size": 64, "max_size": 96}})
 
@@ -211,14 +213,13 @@ def compare(name: str, results: list[Segmentation], reference: list[Segmentation
 
 
 def agreement(ctx: Context) -> str:
-    """FP16 variants against eager torch FP32 on a few frames: FCN label maps, Mask R-CNN boxes and masks."""
-    if ctx.plan.agreement_frames == 0:
-        raise NotAvailable("no CUDA (FP16 runs on a GPU only)")
+    """FP16 variants against eager torch FP32 on a few frames: FCN label maps, Mask R-CNN boxes and masks (the dry
+    run compares eager FP32 with itself: FP16 runs on a GPU only)."""
     need_cuda(ctx)
     _, frames = ctx.clip_frames(ctx.plan.agreement_frames)
     ctx.put("frames", f"{len(frames)} frames {frames[0].size[1]}x{frames[0].size[0]}")
     measured = agree(ctx, "fcn", frames) + agree(ctx, "maskrcnn", frames)
-    return f"{measured} FP16 variants compared with eager FP32 on {len(frames)} frames (fcn and maskrcnn)"
+    return f"{measured} variants compared with eager FP32 on {len(frames)} frames (fcn and maskrcnn)"
 
 
 def agree(ctx: Context, name: str, frames: list[Frame]) -> int:
@@ -239,8 +240,7 @@ def agree(ctx: Context, name: str, frames: list[Frame]) -> int:
         engine.close()
         return compare(name, results, reference)
 
-    variants = tuple((backend, "fp16", 1) for backend in FP16_BACKENDS)
-    return len(each_config(ctx, f"{name} vs torch fp32: ", variants, 20, against_fp32))
+    return len(each_config(ctx, f"{name} vs torch fp32: ", ctx.plan.agreement_configs, 20, against_fp32))
 
 
 def fcn_speed(ctx: Context) -> str:
@@ -273,7 +273,7 @@ def maskrcnn_e2e(ctx: Context) -> str:
     def speed(backend: str, precision: str, batch: int) -> dict[str, Any]:
         params = ctx.params("maskrcnn", backend, precision, score_threshold=threshold)
         engine, warm_seconds = warmed("maskrcnn", params, frames, batch)
-        fps = end_to_end(engine, "maskrcnn", params, clip, batch, ctx.temp / "maskrcnn.mp4")
+        fps = end_to_end(engine, "maskrcnn", params, clip, batch, ctx.temp / "maskrcnn.mp4", len(frames))
         engine.close()
         return {"frames": len(frames), "fps": round(fps, 1), "load_and_warm_up_s": round(warm_seconds, 1)}
 
@@ -283,9 +283,10 @@ def maskrcnn_e2e(ctx: Context) -> str:
     return f"best {best:.1f} fps end to end at {width}x{height} on {ctx.plan.label} (target ≥ 60 on a GPU)"
 
 
-def label_maps(clip: Path, engine: TorchEngine) -> list[np.ndarray]:
-    """The label maps of one `seg_video.api.segment` run over the clip with the loaded engine."""
-    return [seg.label_map for _, seg in segment(clip, engine) if seg.label_map is not None]
+def label_maps(clip: Path, engine: TorchEngine, count: int) -> list[np.ndarray]:
+    """The label maps of one `seg_video.api.segment` run over the clip's first `count` frames with the loaded
+    engine."""
+    return [seg.label_map for _, seg in segment(clip, engine, max_frames=count) if seg.label_map is not None]
 
 
 def shared_engine(ctx: Context) -> str:
@@ -295,9 +296,9 @@ def shared_engine(ctx: Context) -> str:
     backend, precision = ctx.plan.shared
     clip, frames = ctx.clip_frames(ctx.plan.shared_frames)
     engine, _ = warmed("fcn", ctx.params("fcn", backend, precision), frames, 1)
-    single = label_maps(clip, engine)
+    single = label_maps(clip, engine, len(frames))
     with ThreadPoolExecutor(2, thread_name_prefix="source") as pool:
-        runs = list(pool.map(lambda _: label_maps(clip, engine), range(2)))
+        runs = list(pool.map(lambda _: label_maps(clip, engine, len(frames)), range(2)))
     engine.close()
     shares = [float((ours == theirs).mean()) for maps in runs for ours, theirs in zip(maps, single, strict=True)]
     identical = sum(share == 1.0 for share in shares)

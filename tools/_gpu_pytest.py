@@ -42,9 +42,10 @@ def run_gpu_tests(seconds: float, xml: Path) -> tuple[str, dict[str, str]]:
         finished = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=seconds)
     except subprocess.TimeoutExpired as stopped:
         output = stopped.stdout.decode() if isinstance(stopped.stdout, bytes) else stopped.stdout or ""
+        sys.stdout.write(output)
         outcomes = {name: outcome.lower() for name, outcome in VERBOSE_LINE.findall(output)}
         return f"stopped at the time budget ({seconds:.0f} s) after {len(outcomes)} tests", outcomes
-    sys.stdout.write(finished.stdout[-20000:])
+    sys.stdout.write(finished.stdout)
     if not xml.exists():
         return f"pytest wrote no report (exit {finished.returncode}): {finished.stdout.strip()[-300:]}", {}
     outcomes = junit_outcomes(xml)

@@ -53,12 +53,13 @@ def engine_only(engine: TorchEngine, frames: list[Frame], batch: int) -> float:
 
 
 def end_to_end(engine: TorchEngine, name: str, params: dict[str, Any], clip: Path, batch: int,
-               output: Path) -> float:
-    """Frames per second of the threaded pipeline with the loaded engine, after its first batch."""
+               output: Path, max_frames: int | None = None) -> float:
+    """Frames per second of the threaded pipeline with the loaded engine over the clip (its first `max_frames`),
+    after its first batch."""
     stamps: list[float] = []
     config = run_config(name, settings=params, sections={"pipeline": {"batch": batch},
                                                          "output": {"preset": "veryfast"}})
-    AnnotateJob(config, VideoSource(clip), output, engine, owned=False,
+    AnnotateJob(config, VideoSource(clip, max_frames=max_frames), output, engine, owned=False,
                 on_frame=lambda _: stamps.append(time.perf_counter())).run()
     timed = stamps[batch:]
     return (len(timed) - 1) / (timed[-1] - timed[0]) if len(timed) > 1 else 0.0
