@@ -88,7 +88,8 @@ def build_from_onnx(path: Path, profile: Profile, precision: str, out: Path, tim
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the options and build; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("engine", nargs="?", help="fcn, fcn101, maskrcnn or maskrcnn_v2: build into the cache")
+    parser.add_argument("engine", nargs="?", help="fcn, fcn101, lraspp, deeplabv3_mobilenet, maskrcnn or maskrcnn_v2: "
+                                                  "build into the cache")
     parser.add_argument("--frame-size", type=parse_size, metavar="WxH", help="the video's frame size (engine mode)")
     parser.add_argument("--batch", type=int, default=1, help="frames per inference call (engine mode)")
     parser.add_argument("--weights", default="default", metavar="default|none|PATH", help="engine mode")
