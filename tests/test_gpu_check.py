@@ -124,3 +124,18 @@ def test_agreement_pairs_same_class_instances_and_compares_their_masks() -> None
     semantic = Segmentation(height=40, width=60, classes=ClassTable(("bg", "a")), label_map=labels)
     assert agreement.label_agreement(Segmentation(height=40, width=60, classes=semantic.classes, label_map=other),
                                      semantic) == 0.9
+
+
+def test_pytest_outcomes_from_junit_and_from_verbose_lines(tmp_path: Path) -> None:
+    (tmp_path / "test_three.py").write_text(
+        "import pytest\n\ndef test_passes():\n    pass\n\ndef test_fails():\n    assert False, 'wrong mask'\n\n"
+        "def test_skips():\n    pytest.skip('no GPU')\n")
+    finished = subprocess.run([sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider",
+                               f"--junitxml={tmp_path / 'j.xml'}", "test_three.py"],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    reader = load_tool("_gpu_pytest")
+    assert reader.junit_outcomes(tmp_path / "j.xml") == {
+        "test_three::test_passes": "passed", "test_three::test_fails": "failed: AssertionError: wrong mask",
+        "test_three::test_skips": "skipped: no GPU"}
+    assert reader.verbose_outcomes(finished.stdout) == {
+        "test_three::test_passes": "passed", "test_three::test_fails": "failed", "test_three::test_skips": "skipped"}

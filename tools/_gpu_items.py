@@ -111,8 +111,6 @@ class Context:
     def why_not(self, backend: str, margin: float) -> str | None:
         """Why a configuration is not run: the backend cannot run here, or fewer than `margin` seconds are left."""
         device = torch.device(self.plan.device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            return "not available here: no CUDA"
         reason = missing(backend, device)
         if reason is None and backend == "onnx" and device.type == "cuda":
             import onnxruntime

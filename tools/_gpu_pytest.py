@@ -18,6 +18,19 @@ def gpu_test_files(tests: Path = ROOT / "tests") -> list[Path]:
     return sorted(path for path in tests.glob("test_*.py") if "mark.gpu" in path.read_text())
 
 
+def junit_name(node_id: str) -> str:
+    """A pytest node id (`tests/test_x.py::Case::test_y[a]`) as JUnit XML names the test
+    (`tests.test_x.Case::test_y[a]`)."""
+    path, *scopes, test = node_id.split("::")
+    return ".".join([path.removesuffix(".py").replace("/", "."), *scopes]) + f"::{test}"
+
+
+def verbose_outcomes(output: str) -> dict[str, str]:
+    """Each test's outcome from pytest's verbose lines (`tests/test_x.py::test_y PASSED [ 10%]`), named as in JUnit
+    XML: what a run stopped before its report still says."""
+    return {junit_name(node_id): outcome.lower() for node_id, outcome in VERBOSE_LINE.findall(output)}
+
+
 def junit_outcomes(xml: Path) -> dict[str, str]:
     """Each test's outcome from pytest's JUnit XML: `passed`, `skipped: why`, `failed: first line`, `error: …`."""
     outcomes = {}
@@ -35,19 +48,22 @@ def junit_outcomes(xml: Path) -> dict[str, str]:
 
 
 def run_gpu_tests(seconds: float, xml: Path) -> tuple[str, dict[str, str]]:
-    """Run the `gpu` tests for at most `seconds`: a one-line summary and each test's outcome."""
+    """Run the `gpu` tests for at most `seconds`: a one-line summary and each test's outcome; raises
+    `RuntimeError` when pytest could not run them at all (a conftest that fails to import)."""
     command = [sys.executable, "-m", "pytest", "-m", "gpu", "-v", "-p", "no:cacheprovider", "-rA",
                "--continue-on-collection-errors", f"--junitxml={xml}", *map(str, gpu_test_files())]
     try:
-        finished = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=seconds)
+        finished = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                  timeout=seconds)
     except subprocess.TimeoutExpired as stopped:
         output = stopped.stdout.decode() if isinstance(stopped.stdout, bytes) else stopped.stdout or ""
         sys.stdout.write(output)
-        outcomes = {name: outcome.lower() for name, outcome in VERBOSE_LINE.findall(output)}
+        outcomes = verbose_outcomes(output)
         return f"stopped at the time budget ({seconds:.0f} s) after {len(outcomes)} tests", outcomes
     sys.stdout.write(finished.stdout)
     if not xml.exists():
-        return f"pytest wrote no report (exit {finished.returncode}): {finished.stdout.strip()[-300:]}", {}
+        last = finished.stdout.strip().splitlines()[-1:] or ["(no output)"]
+        raise RuntimeError(f"pytest wrote no report (exit {finished.returncode}): {last[0]}")
     outcomes = junit_outcomes(xml)
     counts = {kind: sum(outcome.startswith(kind) for outcome in outcomes.values())
               for kind in ("passed", "failed", "error", "skipped")}

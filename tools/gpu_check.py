@@ -3,7 +3,7 @@ measured, and write it as a report (report.json and report.md under --out, rewri
 
     python tools/gpu_check.py --out gpu-check                  # every item, 420 s in all
     python tools/gpu_check.py --out gpu-check --items fcn_speed,gpu_tests --budget 200
-    python tools/gpu_check.py --dry-run --out /tmp/gpu-check   # the same script on the CPU at tiny sizes (< 1 min)
+    python tools/gpu_check.py --dry-run --out /tmp/gpu-check   # the same code on the CPU at tiny sizes (~1 min)
 
 Items, most important first (or in the order --items names them): environment, agreement (FP16 against FP32),
 fcn_speed (FCN-ResNet50 engine-only at 520x520, batch 1 and 8), compiled_ratio, maskrcnn_e2e (Mask R-CNN 1280x720
@@ -12,7 +12,8 @@ in a process of its own with a timeout taken from the budget, so a hang or a CUD
 cannot run here says "not available here: why", and what the budget leaves out says "not run: time budget".
 Weights are random-initialised and seeded (the machines are offline); a line per item is printed as it ends.
 Items share inductor's compile cache and seg-video's export cache in a temporary folder under --out, removed at the
-end; each item's output goes to log.txt there.
+end; each item's output goes to log.txt there. seg_video itself imports PyAV and pycocotools: where they are missing,
+the engine items say so (carry their wheels); environment still reports.
 """
 
 from __future__ import annotations
