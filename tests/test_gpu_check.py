@@ -59,6 +59,7 @@ def test_dry_run_reports_every_item_and_a_failing_one_stops_nothing(tmp_path: Pa
     assert "tests.test_gpu_backends::test_onnx_runtime_on_cuda_matches_torch" in outcomes
     markdown = (tmp_path / "out" / "report.md").read_text()
     assert all(f"| {name} | {status[name]} |" in markdown for name in ITEM_NAMES)
+    assert "\n| torch fp32 batch 2 | torch | fp32 | 2 | 4 | " in markdown  # a configuration as a table row
     assert [line.split(":")[0].split("] ")[1] for line in finished.stdout.splitlines()[:-1]] == ITEM_NAMES
     assert not (tmp_path / "out" / "tmp").exists()
     assert "===== shared_engine" in (tmp_path / "out" / "log.txt").read_text()
@@ -98,7 +99,7 @@ def test_compiled_ratio_and_peak_memory_come_from_the_measurements() -> None:
     ratio = gpu_check.compiled_ratio(results)
     assert ratio["data"] == {"torch-compiled fp16 batch 1": {"vs": "torch fp32", "ratio": 3.5, "target": 3.0}}
     assert ratio["summary"] == "best 3.50x eager FP32 (target ≥ 3x)"
-    peaks = gpu_check.peak_memory(results)["data"]["peak_mib"]
+    peaks = gpu_check.peak_memory(results)["data"]
     assert peaks["maskrcnn_e2e torch fp16 batch 1"] == 3000.0 and len(peaks) == 5
     assert gpu_check.compiled_ratio({})["status"].startswith("not available here")
 

@@ -226,7 +226,7 @@ def agree(ctx: Context, name: str, frames: list[Frame]) -> int:
     extra: dict[str, Any] = {}
     if name == "maskrcnn":
         extra["score_threshold"], reference = calibrated(ctx, frames)
-        ctx.put("maskrcnn_score_threshold", extra["score_threshold"])
+        ctx.put("maskrcnn_score_threshold", round(extra["score_threshold"], 4))
     else:
         engine, _ = warmed(name, ctx.params(name), frames, 1)
         reference = run(engine, frames)
@@ -266,7 +266,7 @@ def maskrcnn_e2e(ctx: Context) -> str:
     need_cuda(ctx)
     clip, frames = ctx.clip_frames(ctx.plan.e2e_frames)
     threshold, reference = calibrated(ctx, frames[:1])
-    ctx.put("score_threshold", {"value": threshold, "detections_on_first_frame": len(reference[0])})
+    ctx.put("score_threshold", {"value": round(threshold, 4), "detections_on_first_frame": len(reference[0])})
 
     def speed(backend: str, precision: str, batch: int) -> dict[str, Any]:
         params = ctx.params("maskrcnn", backend, precision, score_threshold=threshold)

@@ -15,7 +15,7 @@ VERBOSE_LINE = re.compile(r"^(\S+::\S+) (PASSED|FAILED|SKIPPED|ERROR|XFAIL|XPASS
 
 def gpu_test_files(tests: Path = ROOT / "tests") -> list[Path]:
     """The test files that mark tests `gpu` (collecting only these keeps the run short)."""
-    return sorted(path for path in tests.glob("test_*.py") if "mark.gpu" in path.read_text())
+    return sorted(path for path in tests.glob("test_*.py") if "mark.gpu" in path.read_text(encoding="utf-8"))
 
 
 def junit_name(node_id: str) -> str:

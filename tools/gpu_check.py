@@ -73,12 +73,12 @@ def compiled_ratio(results: dict[str, Result]) -> Result:
 
 
 def peak_memory(results: dict[str, Result]) -> Result:
-    """Peak GPU memory of every measured configuration of fcn_speed and maskrcnn_e2e."""
+    """Peak GPU memory (MiB) of every measured configuration of fcn_speed and maskrcnn_e2e."""
     peaks = {f"{name} {key}": row["peak_memory_mib"] for name in ("fcn_speed", "maskrcnn_e2e")
              for key, row in measured_rows(results.get(name)).items() if row.get("peak_memory_mib") is not None}
     if not peaks:
         return {"status": "not available here: no configuration measured on a GPU", "data": {}}
-    return {"status": "ok", "summary": f"highest {max(peaks.values()):.0f} MiB", "data": {"peak_mib": peaks}}
+    return {"status": "ok", "summary": f"highest {max(peaks.values()):.0f} MiB", "data": peaks}
 
 
 BUDGET = 420.0
@@ -162,7 +162,7 @@ def run_child(item: Item, seconds: float, args: argparse.Namespace, temp: Path, 
     command = [sys.executable, __file__, "--item", item.name, "--out", str(args.out),
                "--deadline", str(time.time() + seconds), *(["--dry-run"] if args.dry_run else []),
                *(["--clip", str(args.clip)] if args.clip else [])]
-    with log.open("a") as output:
+    with log.open("a", encoding="utf-8") as output:
         output.write(f"\n===== {item.name} ({datetime.now(UTC).isoformat(timespec='seconds')}) =====\n")
         output.flush()
         child = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
@@ -175,7 +175,7 @@ def run_child(item: Item, seconds: float, args: argparse.Namespace, temp: Path, 
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(child.pid, signal.SIGKILL)
             child.wait()
-    result: Result = json.loads(results.read_text()) if results.exists() else {"data": {}}
+    result: Result = json.loads(results.read_text(encoding="utf-8")) if results.exists() else {"data": {}}
     if "status" not in result:
         ended = f"timed out after {seconds:.0f} s" if code is None else f"exit code {code}"
         result["status"] = f"failed: {ended} (see log.txt; results recorded before it are kept)"
@@ -202,13 +202,13 @@ def run_one(name: str, args: argparse.Namespace) -> int:
 
             context = items.Context(items.DRY_RUN if args.dry_run else items.GPU, args.deadline, temp, args.clip,
                                     results)
+            data = context.data  # filled as the item goes: kept whatever ends it
             try:
                 summary = items.ITEMS[name](context)
             except items.NotAvailable as reason:
                 status = f"not available here: {reason}"
             except items.CheckFailed as fault:
                 status = f"failed: {fault}"
-            data = context.data
     except ModuleNotFoundError as error:
         status = f"not available here: no module {error.name!r} ({error})"
     except Exception as error:  # noqa: BLE001 - whatever breaks an item is its result
