@@ -1,10 +1,10 @@
 """The one interface every segmentation engine implements, built in or a plugin's.
 
 Lifecycle: the engine object is created (cheap: parameters checked, nothing loaded) where the run is set up;
-`load()` runs in the infer thread, which owns any GPU context; `prepare()` runs in the preprocess thread and must
-not touch state that `infer()` changes; `infer()` sees frames in order, one batch at a time; `reset()` forgets what
-earlier frames taught it (a new video); `close()` releases what `load()` acquired. An engine is also a context
-manager that closes it.
+`load()` runs in the infer thread, which owns any GPU context, and `warm_up()` there after it for each frame size a
+run sees; `prepare()` runs in the preprocess thread and must not touch state that `infer()` changes; `infer()` sees
+frames in order, one batch at a time; `reset()` forgets what earlier frames taught it (a new video); `close()`
+releases what `load()` acquired. An engine is also a context manager that closes it.
 
 The registry finds engines by name: every entry point in the group `seg_video.engines`, the built-in engines
 included (registered in seg-video's own pyproject.toml exactly as a plugin registers its own), plus engines a
@@ -88,6 +88,11 @@ class Engine(ABC):
 
     def load(self) -> None:
         """Load weights / build models; called once in the infer thread before the first `infer`."""
+
+    def warm_up(self, height: int, width: int, batch: int = 1) -> None:
+        """Do now, in the infer thread after `load`, what the first `infer` on frames of this size in batches of
+        `batch` would otherwise do (compile, build, capture); called once per frame size a run sees, so it returns
+        at once when already warm. Nothing by default."""
 
     def prepare(self, frame: Frame) -> Any:
         """Per-frame work that can run ahead of inference in its own thread (resize, normalise, upload)."""

@@ -1,22 +1,28 @@
 """The accelerated backends on a CUDA GPU against eager torch FP32 (all `gpu`-marked: skipped without CUDA; the
 TensorRT ones also without the `tensorrt` package, the ONNX Runtime one without its CUDA execution provider).
 
-Random-init weights, 320x240 frames, model inputs of 480 px, as the torch engines' own FP16 test.
+Random-init weights, 320x240 frames, model inputs of 480 px, as the torch engines' own FP16 test (its
+`cuda_settings`: Mask R-CNN calibrated to keep about a dozen detections). Also the stream order every accelerated
+backend relies on (`on_stream`), on real CUDA streams.
 """
 
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
-from test_torch_engines import assert_fp16_agrees, build_reference, make_frame
+from test_torch_engines import assert_fp16_agrees, cuda_settings, make_frame
+from torch._dynamo.utils import counters
 
 from seg_video.core.types import Frame, Segmentation
 from seg_video.engines.base import create_engine
 from seg_video.engines.models.torch_common import TorchEngine
+from seg_video.engines.runners.base import on_stream
 
 pytestmark = pytest.mark.gpu
 
@@ -34,14 +40,35 @@ def loaded(name: str, params: dict[str, Any]) -> TorchEngine:
     return engine
 
 
+def graphs() -> int:
+    """Graphs Dynamo has compiled in this process so far."""
+    return int(counters["stats"]["unique_graphs"])
+
+
+def frames_of(*counts: int) -> list[list[Frame]]:
+    """Batches of 320x240 frames of these sizes."""
+    return [[make_frame(i, width=320, height=240) for i in range(count)] for count in counts]
+
+
+def test_on_stream_orders_the_engine_stream_after_the_caller_and_the_caller_after_it() -> None:
+    stream = torch.cuda.Stream()
+    spin = int(2e8)  # GPU cycles a kernel spins: ~0.1 s, so a read that does not wait sees the old values
+    x = torch.ones(1 << 20, device="cuda")
+    out = torch.zeros_like(x)
+    torch.cuda.synchronize()
+    torch.cuda._sleep(spin)  # on the caller's (default) stream: the input is written late
+    x.mul_(3)
+    with on_stream(stream, [x]):
+        out.copy_(x * 2)  # on the engine's stream, which must wait for the input first
+        torch.cuda._sleep(spin)
+        out.add_(1)  # written late on the engine's stream
+    assert torch.cuda.current_stream() == torch.cuda.default_stream()
+    assert torch.equal(out.cpu(), torch.full((1 << 20,), 7.0))  # read on the caller's stream, after the block
+
+
 def settings(name: str, tmp_path: Path) -> dict[str, Any]:
-    """Saved random weights on CUDA at 480 px (Mask R-CNN: only confident detections)."""
-    path = tmp_path / "state.pt"
-    torch.save(build_reference(name).state_dict(), path)
-    params: dict[str, Any] = {"weights": str(path), "device": "cuda", "min_size": 480}
-    if name == "maskrcnn":
-        params |= {"max_size": 800, "score_threshold": 0.8}
-    return params
+    """`cuda_settings` for the first frame of `frames_of`."""
+    return cuda_settings(name, tmp_path, frames_of(1)[0])
 
 
 @pytest.mark.parametrize("backend", ["torch-compiled", "trt"])
@@ -52,23 +79,31 @@ def test_fp16_backend_agrees_with_torch_fp32(name: str, backend: str, tmp_path: 
         pytest.importorskip("tensorrt")
         pytest.importorskip("onnx")
     monkeypatch.setenv("SEG_VIDEO_CACHE", str(tmp_path / "cache"))
-    frames = [make_frame(i, width=320, height=240) for i in range(2)]
+    batch, short = frames_of(2, 1)
     params = settings(name, tmp_path)
     reference = loaded(name, params)
     ours = loaded(name, {**params, "backend": backend, "precision": "fp16"})
-    ours.warm_up(240, 320, batch=len(frames))
-    for full, half in zip(run(reference, frames), run(ours, frames), strict=True):
-        assert_fp16_agrees(name, full, half, min_mask_iou=0.95)
+    ours.warm_up(240, 320, batch=len(batch))
+    warmed = graphs()
+    for frames in (batch, short):  # a short last batch runs at the warmed shapes (Mask R-CNN: other head rows)
+        for full, half in zip(run(reference, frames), run(ours, frames), strict=True):
+            assert_fp16_agrees(name, full, half, min_mask_iou=0.95)
+    assert graphs() == warmed  # Dynamo compiled nothing after the warm-up
 
 
-def test_compiled_fcn_does_not_recompile_per_frame(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_compiled_fcn_warmed_in_one_thread_runs_in_another_without_compiling(tmp_path: Path) -> None:
     engine = loaded("fcn", {**settings("fcn", tmp_path), "backend": "torch-compiled", "precision": "fp16"})
-    caplog.set_level(logging.INFO, logger="seg_video")
-    engine.warm_up(240, 320, batch=4)
-    compiled = caplog.text.count("compiling")
-    for count in (4, 3, 4, 2, 4):  # a short last batch falls in a bucket too
-        run(engine, [make_frame(i, width=320, height=240) for i in range(count)])
-    assert compiled == 1 and caplog.text.count("compiling") == 2  # bucket 4, then bucket 2
+    before = graphs()
+    engine.warm_up(240, 320, batch=4)  # here, as a program that loads an engine for its pipelines does
+    warmed = graphs()
+    batches = frames_of(4, 3, 4, 2, 4)  # short batches are padded to the warmed batch of 4
+    with ThreadPoolExecutor(1) as pool:  # another thread, as the pipeline's infer stage
+        results = pool.submit(lambda: [run(engine, frames) for frames in batches]).result()
+    assert warmed > before and graphs() == warmed
+    again = run(engine, batches[3])  # here again: the same graphs, the same labels
+    for first, second in zip(results[3], again, strict=True):
+        assert first.label_map is not None and second.label_map is not None
+        assert np.array_equal(first.label_map, second.label_map)
 
 
 def test_trt_plans_are_cached_across_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -26,6 +26,7 @@ from seg_video.engines.cache import model_sha256
 from seg_video.engines.models.weights import fit_state, load_weights, weights_status
 from seg_video.engines.runners.base import Runner, on_stream
 from seg_video.engines.runners.choice import Backend, make_runners, present_backends, resolve_backend
+from seg_video.engines.runners.compiled import CompiledRunner
 from seg_video.engines.runners.graphs import OPSET, Part, Precision, Sidecar, export_part, versions
 from seg_video.engines.runners.onnx import PROVIDERS
 from seg_video.engines.runners.opencv import DnnTarget, check_opencv_settings
@@ -56,9 +57,9 @@ class TorchParams:
     min_size: int = 800
     """The model input's shorter side in pixels."""
     backend: Backend = "torch"
-    """torch (eager PyTorch), torch-compiled (CUDA: torch.compile with CUDA graphs, channels-last), onnx (ONNX
-    Runtime), trt (TensorRT, CUDA), opencv (OpenCV DNN), or auto: the fastest of torch-compiled, trt, onnx and torch
-    present here (said when the engine loads)."""
+    """torch (eager PyTorch), torch-compiled (torch.compile, channels-last; CUDA graphs on CUDA, inductor's C++ on
+    the CPU), onnx (ONNX Runtime), trt (TensorRT, CUDA), opencv (OpenCV DNN), or auto: the fastest of trt,
+    torch-compiled and torch on CUDA, of onnx and torch on the CPU, present here (said when the engine loads)."""
     providers: tuple[str, ...] = ()
     """Backend onnx: ONNX Runtime execution providers to try, in order, of tensorrt, cuda, cpu (empty: all three on a
     GPU, cpu on the CPU)."""
@@ -145,6 +146,8 @@ class TorchEngine(Engine):
         self._keep: Tensor | None = None
         self._stream: torch.cuda.Stream | None = None
         self._runners: dict[str, Runner] = {}
+        self._warm: set[tuple[int, int, int]] = set()
+        """(height, width, batch) of the runs `warm_up` has prepared for since `load`."""
         self._per_box: list[tuple[str, int, list[torch.Size]]] = []
         """Parts whose rows are boxes: name, most rows per image, input shapes after dim 0 (for `warm_up`)."""
 
@@ -212,7 +215,7 @@ class TorchEngine(Engine):
         self._model = None
         self._keep = None
         self._stream = None
-        self._runners, self._per_box = {}, []
+        self._runners, self._per_box, self._warm = {}, [], set()
 
     def loaded_model(self) -> nn.Module:
         """The model `load` built; calling `infer` before `load` is a programming error."""
@@ -235,13 +238,24 @@ class TorchEngine(Engine):
 
     def warm_up(self, height: int, width: int, batch: int = 1) -> None:
         """Compile or build now, not on the first frames: a batch of black frames of this size through `infer`, then
-        each per-box part (heads, which black frames may not reach) on the most rows a batch can give it."""
+        each per-box part (heads, whose row counts black frames do not span) on one row and on the most a batch can
+        give it (a dynamic dim 0 may compile once on each side of a size the kernels are chosen by: 16 for the CPU's
+        convolutions). On CUDA all of it twice: CUDA-graph trees run a new graph once, then capture it on its second
+        call. Once per size and batch; nothing to do for eager torch on the CPU."""
+        for runner in self._runners.values():
+            if isinstance(runner, CompiledRunner):
+                runner.fit_batch(batch)
+        if (height, width, batch) in self._warm or (self.backend == "torch" and self.device.type == "cpu"):
+            return
         frames = [Frame(index=i, image=np.zeros((height, width, 3), np.uint8)) for i in range(batch)]
-        prepared = [self.prepare(frame) for frame in frames]
-        self.infer(frames, prepared)
-        with torch.inference_mode(), self.running(prepared):
-            for name, rows, shapes in self._per_box:
-                self._runners[name](*(torch.zeros((batch * rows, *shape), device=self.device) for shape in shapes))
+        for _ in range(2 if self.device.type == "cuda" else 1):
+            prepared = [self.prepare(frame) for frame in frames]
+            self.infer(frames, prepared)
+            with torch.inference_mode(), self.running(prepared):
+                for name, rows, shapes in self._per_box:
+                    for count in (1, batch * rows):
+                        self._runners[name](*(torch.zeros((count, *shape), device=self.device) for shape in shapes))
+        self._warm.add((height, width, batch))
 
     def export_onnx(self, model: nn.Module, folder: Path, *, weights: str, precision: Precision) -> Sidecar:
         """Export the model's parts into `folder` with their sidecar JSON; `weights` is the state's SHA-256."""

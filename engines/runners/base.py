@@ -64,14 +64,36 @@ def first(outputs: tuple[Tensor, ...]) -> Tensor:
     return outputs[0]
 
 
+class Waits(Protocol):
+    """What `ordered` needs of a stream: to make its later work wait for the work queued so far on another."""
+
+    def wait_stream(self, stream: Any) -> None: ...
+
+
+@contextmanager
+def ordered(caller: Waits, engine: Waits) -> Iterator[None]:
+    """The block's work on `engine` after what `caller` queued before it (its inputs), and `caller`'s later work (the
+    reads of the block's outputs) after the block's, even when the block raises."""
+    engine.wait_stream(caller)
+    try:
+        yield
+    finally:
+        caller.wait_stream(engine)
+
+
 @contextmanager
 def on_stream(stream: torch.cuda.Stream | None, tensors: Sequence[Tensor]) -> Iterator[None]:
-    """Run the block on `stream` (after the work already queued for `tensors`); no-op without a stream."""
+    """Run the block on `stream`, `ordered` with the caller's current stream both ways; no-op without a stream.
+
+    The caller's stream (the infer thread's current one: the default stream, where `prepare` also queued the
+    uploads in the preprocess thread) and the engine's stream meet only here. `tensors` (the inputs, made on the
+    caller's stream) are marked as used on `stream`, so that their memory is not handed out again while `stream`
+    may still read it, whichever stream frees them; outputs made on `stream` are safe to read and free on the
+    caller's stream after the block, since the engine's stream waits for it again on the next entry."""
     if stream is None:
         yield
         return
-    stream.wait_stream(torch.cuda.current_stream(stream.device))
     for tensor in tensors:
         tensor.record_stream(stream)
-    with torch.cuda.stream(stream):
+    with ordered(torch.cuda.current_stream(stream.device), stream), torch.cuda.stream(stream):
         yield

@@ -21,7 +21,7 @@ from torch import nn
 from seg_video.core.errors import EngineError
 from seg_video.engines.cache import cache_dir, cache_key, made_once, model_sha256, replace_folder, weights_sha256
 from seg_video.engines.runners.base import Runner
-from seg_video.engines.runners.compiled import CompiledRunner
+from seg_video.engines.runners.compiled import CompiledRunner, cpp_compiler
 from seg_video.engines.runners.graphs import OPSET, Part, Sidecar, is_intact, versions
 from seg_video.engines.runners.onnx import PROVIDERS, OrtRunner, ort_providers
 from seg_video.engines.runners.plans import Profiles, SizeRange
@@ -37,7 +37,8 @@ Backend = Literal["auto", "torch", "torch-compiled", "onnx", "trt", "opencv"]
 AUTO_ORDER = {"cuda": ("trt", "torch-compiled", "torch"), "cpu": ("onnx", "torch")}
 """What `auto` picks from, fastest first, by device type (the CPU order is measured in docs/GPU.md; the CUDA order is
 what TensorRT and compiled graphs are built for, not yet measured here); never opencv,
-which is for models only it can read (README: Engines) or when asked for."""
+which is for models only it can read (README: Engines) or when asked for; nor torch-compiled on the CPU, which
+compiles for a minute or more per model and frame size before the first frame."""
 
 
 ONE_EXPORT = threading.Lock()
@@ -52,8 +53,10 @@ def installed(*modules: str) -> bool:
 
 def missing(backend: str, device: torch.device) -> str | None:
     """Why `backend` cannot run on `device` here, or None when it can."""
-    if backend in ("torch-compiled", "trt") and device.type != "cuda":
+    if backend == "trt" and device.type != "cuda":
         return "needs a CUDA GPU"
+    if backend == "torch-compiled" and device.type != "cuda" and cpp_compiler() is None:
+        return "needs a C++ compiler on the CPU for inductor (g++, or the one $CXX names)"
     if backend == "onnx" and not installed("onnx", "onnxruntime"):
         return "needs onnx and onnxruntime (pip install 'seg-video[onnx]')"
     if backend == "trt" and not installed("onnx", "tensorrt"):

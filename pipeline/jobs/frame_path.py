@@ -66,12 +66,16 @@ def build_stages(engine: Engine, sink: FrameSink, *, tracker: Tracker | None = N
                  infer_timeout: float = 0.0, load_timeout: float = 0.0, restarts: EngineRestarts | None = None
                  ) -> list[Stage]:
     """The stages after capture, around one engine. `owned`: the run loads the engine in its infer thread and closes
-    it at the end; otherwise the caller loaded it and keeps it for more runs, so the run only resets it.
-    `infer_timeout`, `load_timeout`: the infer stage's watchdog limits in seconds (0: none; the load's covers the
-    first, warm-up call too). `restarts`: an engine that raises is replaced and the frames it was given are dropped,
-    instead of failing the run."""
+    it at the end; otherwise the caller loaded it and keeps it for more runs, so the run only resets it. Before the
+    first batch of each frame size the engine warms up for that size and `batch` (`Engine.warm_up`: compile, build,
+    capture), in the infer thread. `infer_timeout`, `load_timeout`: the infer stage's watchdog limits in seconds (0:
+    none; the load's covers the first call too, so the warm-up for the run's first frames counts as setup).
+    `restarts`: an engine that raises is replaced and the frames it was given are dropped, instead of failing the
+    run."""
     meter = RateMeter()
     finishing = engine.finishes()
+    warm: set[tuple[int, int]] = set()
+    """The frame sizes the current engine has warmed up for in this run."""
 
     def preprocess(items: list[Item]) -> list[Item]:
         for item in items:
@@ -81,11 +85,15 @@ def build_stages(engine: Engine, sink: FrameSink, *, tracker: Tracker | None = N
     def infer(items: list[Item]) -> list[Item]:
         nonlocal engine
         try:
+            for height, width in {item.frame.size for item in items} - warm:
+                engine.warm_up(height, width, batch)
+                warm.add((height, width))
             results = engine.observe([item.frame for item in items], [item.prepared for item in items])
         except Exception as error:
             if restarts is None:
                 raise
             engine = restarts.replace(engine, error, items[0].index)
+            warm.clear()
             return []
         for item, result in zip(items, results, strict=True):
             item.prepared = None  # the prepared input may hold device memory
