@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
-from importlib import import_module
+from importlib import import_module, metadata
 
 LIBRARIES = {"torch": "torch", "torchvision": "torchvision", "onnx": "onnx", "onnxruntime": "onnxruntime",
              "tensorrt": "tensorrt", "opencv": "cv2", "numpy": "numpy", "av": "av", "pycocotools": "pycocotools"}
@@ -14,11 +14,15 @@ LIBRARIES = {"torch": "torch", "torchvision": "torchvision", "onnx": "onnx", "on
 
 
 def module_version(module: str) -> str:
-    """The module's `__version__`, or why it could not be imported."""
+    """The module's `__version__` (else its distribution's of the same name), or why it could not be imported."""
     try:
-        return str(getattr(import_module(module), "__version__", "installed (no version)"))
+        found = getattr(import_module(module), "__version__", None)
     except Exception as error:  # noqa: BLE001 - a library that is missing or broken is a fact to record
         return f"not available ({type(error).__name__}: {error})"
+    try:
+        return str(found or metadata.version(module))
+    except metadata.PackageNotFoundError:
+        return "installed (no version)"
 
 
 def gpu() -> dict[str, str]:
@@ -39,7 +43,7 @@ def driver_version() -> str:
     """The NVIDIA driver's version (nvidia-smi), or why it is unknown."""
     try:
         answer = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                capture_output=True, text=True, timeout=20, check=True)
+                                capture_output=True, text=True, timeout=10, check=True)
     except (OSError, subprocess.SubprocessError) as error:
         return f"unknown (nvidia-smi: {type(error).__name__})"
     return answer.stdout.strip().splitlines()[0] if answer.stdout.strip() else "unknown (nvidia-smi said nothing)"
