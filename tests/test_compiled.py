@@ -203,6 +203,26 @@ def test_image_parts_are_padded_to_the_runs_batch() -> None:
     assert graphs() == before + 2
 
 
+class Scale(nn.Module):
+    """Its input times two: one small graph per input shape."""
+
+    def forward(self, x: Tensor) -> tuple[Tensor]:
+        return (x * 2,)
+
+
+def test_parts_sharing_a_forward_compile_past_dynamos_default_limit_of_eight() -> None:
+    before = graphs()
+    with torch.inference_mode():
+        for width in range(1, 11):  # ten parts (or frame sizes) on one class's forward
+            runner = CompiledRunner(Part("scale", Scale(), ("x",), ("y",), (torch.zeros(1, 3, 2, width),)), "fp32",
+                                    CPU)
+            for _ in range(2):
+                x = torch.randn(1, 3, 2, width)
+                torch.testing.assert_close(runner(x)[0], x * 2)
+    assert graphs() == before + 10  # each compiled once: none left to run eagerly
+    assert not [key for key in counters["unimplemented"] if "recompile limit" in key.lower()]
+
+
 class FakeStream:
     """Records `wait_stream` calls into a shared log: the ordering logic alone (a supplement to the GPU test)."""
 

@@ -5,11 +5,12 @@ batch times the part's most rows per image), so each part has one static shape p
 captured by `warm_up`. On the CPU (inductor's C++ backend, FP32, no graphs) the image parts are padded the same way,
 while the heads' dim 0 is dynamic: padding the mask head to 100 detections per image would cost seconds a frame.
 
-Inductor's CUDA-graph trees keep their state in thread-locals that torch releases before the fix of pytorch issue
-123177 fill only in the thread that imported them, so every compiled model of a process is compiled, captured and
-replayed in one long-lived thread (`owner`), whichever thread asks: the same code on the CPU, so CI runs it. Calls
-from several threads (live sources sharing an engine, several engines) take turns there; GPU work is only queued
-there, so replays barely wait, but a compile (a new frame size) holds up the other models' calls while it lasts.
+Before the fix of pytorch issue 123177, inductor's CUDA-graph trees keep their state in thread-locals that exist only
+in the thread that imported them (any other thread asserts), so every compiled model of a process is compiled,
+captured and replayed in one long-lived thread (`owner`), whichever thread asks: the same code on the CPU, so CI
+runs it. Calls from several threads (live sources sharing an engine, several engines) take turns there; GPU work is
+only queued there, so replays barely wait, but a compile (a new frame size) holds up the other models' calls while
+it lasts.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ T = TypeVar("T")
 
 MIN_DYNAMIC_ROWS = 2
 """Dynamo specialises a dim of size 0 or 1 whatever it is marked, so a dynamic dim 0 is padded to at least this."""
+RECOMPILE_LIMIT = 64
+"""Dynamo's compiled entries per code object (its default, 8, then runs the code eagerly): every part of every
+compiled model in the process shares its class's forward (FP16 parts all share `HalfIO.forward`), with one entry per
+frame size and batch (two for a head on the CPU)."""
 
 
 def cpp_compiler() -> str | None:
@@ -130,7 +135,8 @@ class CompiledRunner:
     def _enter(self, padded: list[Tensor], rows: int, stream: torch.cuda.Stream | None) -> tuple[Tensor, ...]:
         """The compiled call, in the owning thread, on the caller's stream: the first `rows` rows of each output
         (copied out of the CUDA graph's memory, which its next replay overwrites)."""
-        with torch.inference_mode(), torch.cuda.stream(stream):
+        with torch.inference_mode(), torch.cuda.stream(stream), \
+                torch._dynamo.config.patch(cache_size_limit=RECOMPILE_LIMIT):  # recompile_limit's name before 2.6
             if self._graphs:
                 torch.compiler.cudagraph_mark_step_begin()
             outputs = self._compiled(*padded)
