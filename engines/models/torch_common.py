@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from abc import abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -34,6 +35,9 @@ from seg_video.engines.runners.opencv import DnnTarget, check_opencv_settings
 log = logging.getLogger(__name__)
 
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+SEEDED = threading.Lock()
+"""Held while a model is built from the seeded global generator, so engines loading in several threads at once
+each get the same random model (`weights = "none"`)."""
 
 
 def class_table(official: WeightsEnum) -> ClassTable:
@@ -61,8 +65,8 @@ class TorchParams:
     the CPU), onnx (ONNX Runtime), trt (TensorRT, CUDA), opencv (OpenCV DNN), or auto: the fastest of trt,
     torch-compiled and torch on CUDA, of onnx and torch on the CPU, present here (said when the engine loads)."""
     providers: tuple[str, ...] = ()
-    """Backend onnx: ONNX Runtime execution providers to try, in order, of tensorrt, cuda, cpu (empty: all three on a
-    GPU, cpu on the CPU)."""
+    """Backend onnx: ONNX Runtime execution providers to try, in order, of tensorrt, cuda, cpu (empty: cuda then cpu
+    on a GPU, cpu on the CPU; tensorrt only when named)."""
     dnn_target: DnnTarget = "cpu"
     """Backend opencv: where OpenCV DNN runs the network: cpu, or cuda / cuda-fp16 (an OpenCV built with CUDA)."""
 
@@ -187,7 +191,7 @@ class TorchEngine(Engine):
         """Build the model, load its weights, move it to the device, hand its parts to the backend; runs in the
         infer thread (which creates the backend's CUDA stream, sessions and engines)."""
         state = load_weights(self.params.weights, self.official, self.name)
-        with torch.random.fork_rng(devices=[]):
+        with SEEDED, torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)  # weights "none": the same random model every run, for benchmarks and tests
             model = self.build()
         if state is not None:

@@ -124,18 +124,21 @@ def engines_table() -> str:
     """The `--list-engines` text: one block per engine, with where it comes from; a plugin that cannot be loaded
     gets one line saying why."""
     blocks = []
-    for name, info in engines().items():
+    known = engines()
+    width = max(12, *(len(name) for name in known))
+    for name, info in known.items():
         try:
             cls = info.engine_class()
             engine = cls.from_params({}, name=name)
         except (EngineError, ConfigError) as error:
-            blocks.append(f"{name:<12} unusable  ({info.origin}) {error}")
+            blocks.append(f"{name:<{width}} unusable  ({info.origin}) {error}")
             continue
         names = [n for n in engine.classes.names if n is not None]
         shown = ", ".join(names[:8]) + (f", … ({len(names)} classes)" if len(names) > 8 else "")
-        blocks.append(f"{name:<12} {engine.kind:<9} {cls.description()}\n"
-                      f"{'':<12} needs: {cls.needs}\n{'':<12} here:  {cls.availability()}\n"
-                      f"{'':<12} classes: {shown}\n{'':<12} from:  {info.origin}")
+        pad = " " * width
+        blocks.append(f"{name:<{width}} {engine.kind:<9} {cls.description()}\n"
+                      f"{pad} needs: {cls.needs}\n{pad} here:  {cls.availability()}\n"
+                      f"{pad} classes: {shown}\n{pad} from:  {info.origin}")
     return "\n".join(blocks)
 
 

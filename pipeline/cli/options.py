@@ -113,7 +113,7 @@ def add_engine_options(parser: argparse.ArgumentParser, title: str) -> None:
     group.add_argument("--device", help="auto, cpu, cuda or cuda:N (neural engines)")
     group.add_argument("--precision", help="fp32 or fp16 (fp16 needs CUDA)")
     group.add_argument("--backend", metavar="auto|torch|torch-compiled|onnx|trt|opencv",
-                       help="neural engines: how the network runs: torch (default), torch-compiled (CUDA), onnx "
+                       help="neural engines: how the network runs: torch (default), torch-compiled (CUDA or CPU), onnx "
                             "(ONNX Runtime), trt (TensorRT, CUDA), opencv (OpenCV DNN), or auto: the fastest "
                             "present (see docs/GPU.md)")
     group.add_argument("--dnn-target", metavar="cpu|cuda|cuda-fp16",
