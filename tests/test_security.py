@@ -36,7 +36,7 @@ from seg_video.core.errors import MediaError
 from seg_video.core.runner import RunStats
 from seg_video.engines.cache import cached_file, file_sha256
 from seg_video.engines.runners.graphs import PartInfo, Sidecar, TensorInfo, is_intact
-from seg_video.engines.runners.plans import cached_plan, plan_path, profile_for
+from seg_video.engines.runners.plans import Profile, cached_plan, plan_path
 from seg_video.io.sample import write_sample_clip
 from seg_video.io.streams import SourceState, open_input, source_kind
 from seg_video.live.feed import Feed
@@ -117,17 +117,17 @@ def test_a_linked_tensorrt_plan_in_the_cache_is_not_loaded(tmp_path: Path, monke
     folder.mkdir()
     (folder / "net.onnx").write_bytes(b"graph")
     sidecar = sidecar_for(folder, "net.onnx")
-    part, shapes = sidecar.parts[0], [(1, 3)]
-    profile = profile_for(["x"], shapes, part.rows)
+    part = sidecar.parts[0]
+    profile: Profile = {"x": ((1, 3), (1, 3), (4, 3))}
     plan = plan_path(sidecar, part, profile, "10.0", "GPU")
     plan.parent.mkdir(parents=True)
     plan.with_suffix(".json").write_text(json.dumps(profile))
     plan.write_bytes(b"plan")
-    assert cached_plan(sidecar, part, "10.0", "GPU", shapes) == plan
+    assert cached_plan(sidecar, part, "10.0", "GPU", profile) == (plan, profile)
     plan.unlink()
     (tmp_path / "planted.plan").write_bytes(b"someone else's plan")
     plan.symlink_to(tmp_path / "planted.plan")
-    assert cached_plan(sidecar, part, "10.0", "GPU", shapes) is None
+    assert cached_plan(sidecar, part, "10.0", "GPU", profile) is None
 
 
 # --- the browser view ----------------------------------------------------------------------------------------------
