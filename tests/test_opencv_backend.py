@@ -112,7 +112,7 @@ def test_each_part_is_checked_against_its_torch_module(tmp_path: Path) -> None:
 def test_auto_never_picks_opencv_and_opencv_is_listed() -> None:
     assert resolve_backend("auto", torch.device("cpu"))[0] in ("onnx", "torch")
     assert resolve_backend("opencv", torch.device("cpu")) == ("opencv", "backend opencv")
-    assert "backends: torch, onnx, opencv" in create_engine("fcn").availability()
+    assert "backends: torch, torch-compiled, onnx, opencv" in create_engine("fcn").availability()
 
 
 def test_dnn_targets_are_checked_against_this_opencv() -> None:
