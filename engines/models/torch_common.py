@@ -117,7 +117,11 @@ def compact_masks(masks: Tensor) -> InstanceMasks:
     bottom, right = height - rows.flip(1).int().argmax(dim=1), width - cols.flip(1).int().argmax(dim=1)
     present = rows.any(dim=1)
     boxes = torch.where(present[:, None], torch.stack([left, top, right, bottom], dim=1), 0).cpu().numpy()
-    crops = [masks[i, y1:y2, x1:x2].cpu().numpy() for i, (x1, y1, x2, y2) in enumerate(boxes.tolist())]
+    spans = boxes.tolist()
+    flat = torch.cat([masks[i, y1:y2, x1:x2].reshape(-1) for i, (x1, y1, x2, y2) in enumerate(spans)]).cpu().numpy()
+    sizes = [(y2 - y1) * (x2 - x1) for x1, y1, x2, y2 in spans]  # one copy to the host for all crops, not one each
+    crops = [chunk.reshape(y2 - y1, x2 - x1) for chunk, (x1, y1, x2, y2) in
+             zip(np.split(flat, np.cumsum(sizes)[:-1]), spans, strict=True)]
     return InstanceMasks(height, width, boxes, crops)
 
 
