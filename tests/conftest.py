@@ -35,6 +35,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.add_marker(skip)
 
 
+@pytest.fixture(scope="module")
+def module_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The test module's own seg-video cache folder (`SEG_VIDEO_CACHE` points there while the module runs), so its
+    exports are made once and found by every test of the module."""
+    folder = tmp_path_factory.mktemp("seg-video-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SEG_VIDEO_CACHE", str(folder))
+        yield folder
+
+
 def _clip(factory: pytest.TempPathFactory, name: str, **options: Any) -> Path:
     """Write a session clip of the sample scene into its own temporary folder."""
     return write_sample_clip(factory.mktemp("media") / name, seconds=CLIP_SECONDS, width=CLIP_WIDTH,

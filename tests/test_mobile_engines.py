@@ -9,7 +9,7 @@ DeepLabV3 reference keeps its auxiliary head, as torchvision's checkpoint does, 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 from test_neural_cli import frame_count
-from test_torch_engines import MIN_SIZE, build_reference, make_frame, reference_labels
+from test_torch_engines import MIN_SIZE, build_reference, make_frame, reference_labels, run
 from torch import nn
 
 from seg_video.cli.main import main
@@ -34,20 +34,6 @@ from seg_video.io.sample import write_sample_clip
 
 NAMES = ["lraspp", "deeplabv3_mobilenet"]
 ENGINES = {"lraspp": LRASPPEngine, "deeplabv3_mobilenet": DeepLabV3MobileEngine}
-
-
-def run(engine: TorchEngine, frames: list[Frame]) -> list[Segmentation]:
-    """prepare + infer on one batch."""
-    return engine.infer(frames, [engine.prepare(frame) for frame in frames])
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The module's own seg-video cache folder (exports land there)."""
-    folder = tmp_path_factory.mktemp("seg-video-cache")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SEG_VIDEO_CACHE", str(folder))
-        yield folder
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +69,7 @@ def references(frames: list[Frame], tmp_path_factory: pytest.TempPathFactory) ->
 
 
 @pytest.fixture(scope="module")
-def engines(cache: Path, references: dict[str, tuple[nn.Module, Path]]) -> Callable[[str, str], TorchEngine]:
+def engines(module_cache: Path, references: dict[str, tuple[nn.Module, Path]]) -> Callable[[str, str], TorchEngine]:
     """`engines(name, backend)`: the engine on its reference's weights, on the CPU, loaded once."""
     built: dict[tuple[str, str], TorchEngine] = {}
 
@@ -134,10 +120,10 @@ def test_backend_matches_eager_torch(name: str, backend: str, engines: Callable[
 
 @pytest.mark.parametrize("name", NAMES)
 def test_exports_pass_the_tensorrt_operator_check(name: str, engines: Callable[[str, str], TorchEngine],
-                                                  cache: Path) -> None:
+                                                  module_cache: Path) -> None:
     onnx = pytest.importorskip("onnx")
     engines(name, "onnx")
-    (folder,) = (path for path in (cache / "onnx").glob(f"{name}-fp32-*") if ".partial-" not in path.name)
+    (folder,) = (path for path in (module_cache / "onnx").glob(f"{name}-fp32-*") if ".partial-" not in path.name)
     (part,) = Sidecar.read(folder).parts
     assert part.name == ENGINES[name].part_name and part.file == f"{part.name}.onnx"
     graph = onnx.load(str(folder / part.file))

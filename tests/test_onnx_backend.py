@@ -9,18 +9,26 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from test_torch_engines import KEPT_DETECTIONS, MAX_SIZE, MIN_SIZE, assert_same_instances, build_reference, make_frame
+from test_torch_engines import (
+    KEPT_DETECTIONS,
+    MAX_SIZE,
+    MIN_SIZE,
+    assert_same_instances,
+    build_reference,
+    make_frame,
+    run,
+)
 from tool_modules import load_tool
 
 from seg_video.core.errors import ConfigError, EngineError
-from seg_video.core.types import Frame, Segmentation
+from seg_video.core.types import Frame
 from seg_video.engines.base import create_engine
 from seg_video.engines.models.torch_common import TorchEngine
 from seg_video.engines.runners.base import bucket
@@ -49,27 +57,13 @@ pytest.importorskip("onnxruntime")
 
 
 
-def run(engine: TorchEngine, frames: list[Frame]) -> list[Segmentation]:
-    """prepare + infer on one batch."""
-    return engine.infer(frames, [engine.prepare(frame) for frame in frames])
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The module's own seg-video cache folder."""
-    folder = tmp_path_factory.mktemp("seg-video-cache")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SEG_VIDEO_CACHE", str(folder))
-        yield folder
-
-
 @pytest.fixture(scope="module")
 def frames() -> list[Frame]:
     return [make_frame(i) for i in range(3)]
 
 
 @pytest.fixture(scope="module")
-def engines(cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Callable[..., TorchEngine]:
+def engines(module_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Callable[..., TorchEngine]:
     """`engines(name, backend, **settings)`: the engine on saved random weights, loaded once per arguments."""
     built: dict[tuple[Any, ...], TorchEngine] = {}
     weights: dict[str, Path] = {}
@@ -90,9 +84,9 @@ def engines(cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Callable[.
     return get
 
 
-def export_folder(cache: Path, name: str) -> Path:
+def export_folder(module_cache: Path, name: str) -> Path:
     """The one (fp32) export of `name` in the cache."""
-    (folder,) = (cache / "onnx").glob(f"{name}-fp32-*")  # temporary folders and locks are hidden
+    (folder,) = (module_cache / "onnx").glob(f"{name}-fp32-*")  # temporary folders and locks are hidden
     return folder
 
 
@@ -127,14 +121,14 @@ def test_maskrcnn_hybrid_on_onnx_runtime_matches_torch(engines: Callable[..., To
     assert_maskrcnn_matches_torch(engines, frames, "onnx", atol=1e-3)
 
 
-def test_exports_pass_the_tensorrt_operator_check(engines: Callable[..., TorchEngine], cache: Path) -> None:
+def test_exports_pass_the_tensorrt_operator_check(engines: Callable[..., TorchEngine], module_cache: Path) -> None:
     table = trt_operator_table()
     assert table.release == "10.15" and table.opsets == (9, 24) and len(table.known) > 180
     assert {"Conv", "Resize", "Gemm", "ConvTranspose"} <= table.supported and "Unique" not in table.supported
     seen = {}
     for name in ("fcn", "maskrcnn"):
         engines(name, "onnx")
-        folder = export_folder(cache, name)
+        folder = export_folder(module_cache, name)
         sidecar = Sidecar.read(folder)
         for part in sidecar.parts:
             graph = onnx.load(str(folder / part.file))
@@ -162,10 +156,10 @@ def test_operator_check_names_what_tensorrt_refuses() -> None:
     assert "custom domain 'example.ops'" in problems
 
 
-def test_sidecar_records_the_export_and_round_trips(engines: Callable[..., TorchEngine], cache: Path,
+def test_sidecar_records_the_export_and_round_trips(engines: Callable[..., TorchEngine], module_cache: Path,
                                                     tmp_path: Path) -> None:
     engine = engines("fcn", "onnx")
-    sidecar = Sidecar.read(export_folder(cache, "fcn"))
+    sidecar = Sidecar.read(export_folder(module_cache, "fcn"))
     assert sidecar.model == "fcn" and sidecar.precision == "fp32" and sidecar.opset == 17
     assert sidecar.versions["torch"] == torch.__version__ and sidecar.versions["onnx"] == onnx.__version__
     assert sidecar.classes == engine.classes.names and sidecar.classes[15] == "person"
@@ -180,10 +174,10 @@ def test_sidecar_records_the_export_and_round_trips(engines: Callable[..., Torch
         Sidecar.read(tmp_path)
 
 
-def test_export_cache_is_reused_and_a_damaged_one_remade(engines: Callable[..., TorchEngine], cache: Path,
+def test_export_cache_is_reused_and_a_damaged_one_remade(engines: Callable[..., TorchEngine], module_cache: Path,
                                                          caplog: pytest.LogCaptureFixture) -> None:
     engine = engines("fcn", "onnx")
-    folder = export_folder(cache, "fcn")
+    folder = export_folder(module_cache, "fcn")
     graph = folder / "fcn.onnx"
     before = graph.stat().st_mtime_ns
     caplog.set_level(logging.INFO, logger="seg_video")
@@ -194,7 +188,7 @@ def test_export_cache_is_reused_and_a_damaged_one_remade(engines: Callable[..., 
         stream.seek(200)
         stream.write(b"\0" * 16)
     again.load()
-    assert "exporting to ONNX" in caplog.text and export_folder(cache, "fcn") == folder
+    assert "exporting to ONNX" in caplog.text and export_folder(module_cache, "fcn") == folder
     assert is_intact(folder) is not None and graph.stat().st_mtime_ns != before
 
 
@@ -227,9 +221,9 @@ def test_parts_with_no_rows_answer_empty_without_running(engines: Callable[..., 
     assert blank.masks is not None and blank.full_masks().shape[1:] == (120, 160)
 
 
-def test_plan_cache_key_changes_with_each_part_of_it(engines: Callable[..., TorchEngine], cache: Path) -> None:
+def test_plan_cache_key_changes_with_each_part_of_it(engines: Callable[..., TorchEngine], module_cache: Path) -> None:
     engines("fcn", "onnx")
-    sidecar = Sidecar.read(export_folder(cache, "fcn"))
+    sidecar = Sidecar.read(export_folder(module_cache, "fcn"))
     part = sidecar.parts[0]
     profile = images_profile(2, 170)
     h100, trt11 = "NVIDIA H100 80GB HBM3", "11.4.0.106"
@@ -246,7 +240,7 @@ def test_plan_cache_key_changes_with_each_part_of_it(engines: Callable[..., Torc
         (sidecar, part, profile, trt11, "NVIDIA L4"),
     ]
     names = {plan_path(*variant).name for variant in variants}
-    assert base.name not in names and len(names) == len(variants) and base.parent == cache / "trt"
+    assert base.name not in names and len(names) == len(variants) and base.parent == module_cache / "trt"
     assert plan_path(sidecar, part, dict(reversed(list(profile.items()))), trt11, h100) == base
     assert timing_cache_path(trt11, h100).name == "timing-NVIDIA-H100-80GB-HBM3-11.4.0.106.cache"
 
@@ -257,9 +251,9 @@ def images_profile(batch: int, width: int, height: int = 128) -> Profile:
 
 
 def test_a_cached_plan_is_found_when_its_profile_contains_the_wanted_one(engines: Callable[..., TorchEngine],
-                                                                        cache: Path) -> None:
+                                                                        module_cache: Path) -> None:
     engines("fcn", "onnx")
-    sidecar = Sidecar.read(export_folder(cache, "fcn"))
+    sidecar = Sidecar.read(export_folder(module_cache, "fcn"))
     part = sidecar.parts[0]
     h100, trt11 = "NVIDIA H100 80GB HBM3", "11.4.0.106"
     assert cached_plan(sidecar, part, trt11, h100, images_profile(1, 960)) is None
@@ -283,16 +277,16 @@ def test_size_ranges_follow_the_resize_rules(engines: Callable[..., TorchEngine]
     assert SizeRange.of({"shorter_side": 800, "longer_side_max": 1333, "pad_to_multiple_of": 32}) == SizeRange(32, 1344)
 
 
-def maskrcnn_profiles(engines: Callable[..., TorchEngine], cache: Path) -> tuple[Profiles, Sidecar]:
+def maskrcnn_profiles(engines: Callable[..., TorchEngine], module_cache: Path) -> tuple[Profiles, Sidecar]:
     """Mask R-CNN's export and fresh profiles for its 800/1333 rule (sizes here are what the rule gives at 720p)."""
     engines("maskrcnn", "onnx", max_size=MAX_SIZE)
-    sidecar = Sidecar.read(export_folder(cache, "maskrcnn"))
+    sidecar = Sidecar.read(export_folder(module_cache, "maskrcnn"))
     return Profiles(SizeRange(32, 1344), sidecar.parts[0].name), sidecar
 
 
 def test_profiles_span_the_configured_maxima_from_the_first_call(engines: Callable[..., TorchEngine],
-                                                                 cache: Path) -> None:
-    profiles, sidecar = maskrcnn_profiles(engines, cache)
+                                                                 module_cache: Path) -> None:
+    profiles, sidecar = maskrcnn_profiles(engines, module_cache)
     backbone, rpn, boxes, masks = (sidecar.part(name) for name in ("backbone", "rpn_head", "box_head", "mask_head"))
     assert boxes.rows == (1000, 1000) and masks.rows == (16, 100)
     images = [(4, 3, 768, 1344)]  # a batch of 4 at 1280x720: 750x1333 padded to 32
@@ -314,9 +308,9 @@ def test_profiles_span_the_configured_maxima_from_the_first_call(engines: Callab
 
 
 def test_fcn_profiles_reach_twice_the_longer_side_and_widen_when_outgrown(engines: Callable[..., TorchEngine],
-                                                                         cache: Path) -> None:
+                                                                         module_cache: Path) -> None:
     engines("fcn", "onnx")
-    (fcn,) = Sidecar.read(export_folder(cache, "fcn")).parts
+    (fcn,) = Sidecar.read(export_folder(module_cache, "fcn")).parts
     profiles = Profiles(SizeRange(520, None), fcn.name)
     with pytest.raises(RuntimeError, match="before fcn"):
         profiles.wanted(fcn, [(1, 3, 520, 924)])
@@ -416,14 +410,14 @@ def test_cli_backend_flag_reaches_the_engine() -> None:
     assert engine_overrides(args)["backend"] == "auto"
 
 
-def test_export_tool_writes_graphs_sidecar_and_verdict(engines: Callable[..., TorchEngine], cache: Path,
+def test_export_tool_writes_graphs_sidecar_and_verdict(engines: Callable[..., TorchEngine], module_cache: Path,
                                                        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     weights = engines("fcn", "onnx").params.weights
     assert load_tool("export_onnx").main(["fcn", "--weights", weights, "--out", str(tmp_path / "fcn")]) == 0
     out = capsys.readouterr().out
     assert "fcn.onnx: Add, Cast, Concat" in out and "TensorRT 10.15 ONNX parser: all supported" in out
     sidecar = Sidecar.read(tmp_path / "fcn")
-    assert sidecar.weights_sha256 == Sidecar.read(export_folder(cache, "fcn")).weights_sha256
+    assert sidecar.weights_sha256 == Sidecar.read(export_folder(module_cache, "fcn")).weights_sha256
     assert load_tool("build_engine").main(["--onnx", str(tmp_path / "fcn" / "fcn.onnx"), "--precision", "fp32",
                                       "--out", str(tmp_path / "fcn.plan"),
                                       "--shape", "images:1x3x128x170:1x3x128x170:2x3x128x170"]) == 2
