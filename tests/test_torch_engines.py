@@ -120,8 +120,7 @@ def calibrated(name: str, frame: Frame, **sizes: int) -> tuple[nn.Module, float]
     """A random Mask R-CNN and the score threshold midway between its `KEPT_DETECTIONS`-th and next best score on
     `frame` (a fixed threshold keeps none, or all, of a random model's scores), set in the model."""
     model = build_reference(name, box_score_thresh=0.0, box_detections_per_img=KEPT_DETECTIONS + 1, **sizes)
-    scores = np.sort(reference_instances(model, frame).scores)[::-1]
-    threshold = float(scores[KEPT_DETECTIONS - 1:KEPT_DETECTIONS + 1].mean())
+    threshold = agreement.threshold_keeping(reference_instances(model, frame).scores, KEPT_DETECTIONS)
     model.roi_heads.score_thresh = threshold
     return model, threshold
 

@@ -1,5 +1,6 @@
 """How far two segmentations of the same frame agree: label maps pixel by pixel, instances paired by box (shared by
-the engine tests and tools/gpu_check.py, which report FP16 against FP32)."""
+the engine tests and tools/gpu_check.py, which report FP16 against FP32), and the score threshold that keeps a
+random Mask R-CNN's best few."""
 
 from __future__ import annotations
 
@@ -30,6 +31,13 @@ def mask_iou(a: npt.NDArray[np.bool_], b: npt.NDArray[np.bool_]) -> float:
     """Intersection over union of two boolean masks (1.0 when both are empty)."""
     union = np.logical_or(a, b).sum()
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+
+def threshold_keeping(scores: npt.NDArray[np.floating], kept: int) -> float:
+    """The score threshold midway between the `kept`-th best score and the next, so that `kept` detections stay and
+    none sits at the cut-off (a random model's scores crowd together); 0 when there are no more than `kept`."""
+    ranked = np.sort(scores)[::-1]
+    return float(ranked[kept - 1:kept + 1].mean()) if len(ranked) > kept else 0.0
 
 
 def label_agreement(ours: Segmentation, theirs: Segmentation) -> float:

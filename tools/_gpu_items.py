@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from _agreement import instance_agreement, label_agreement
+from _agreement import instance_agreement, label_agreement, threshold_keeping
 from _gpu_report import write_json
 from bench_gpu import end_to_end, engine_only, warmed
 
@@ -190,9 +190,7 @@ def calibrated(ctx: Context, frames: list[Frame]) -> tuple[float, list[Segmentat
     engine.load()
     everything = run(engine, frames)
     engine.close()
-    scores = np.sort(everything[0].scores)[::-1]
-    kept = ctx.plan.kept_detections
-    threshold = float(scores[kept - 1:kept + 1].mean()) if len(scores) > kept else 0.0
+    threshold = threshold_keeping(everything[0].scores, ctx.plan.kept_detections)
     return threshold, [result.select(result.scores > threshold) for result in everything]
 
 
