@@ -15,20 +15,15 @@ from typing import Any
 
 import pytest
 import torch
-from test_torch_engines import assert_agrees, assert_fp16_agrees, cuda_settings, make_frame
+from test_torch_engines import assert_agrees, assert_fp16_agrees, cuda_settings, make_frame, run
 from torch._dynamo.utils import counters
 
-from seg_video.core.types import Frame, Segmentation
+from seg_video.core.types import Frame
 from seg_video.engines.base import create_engine
 from seg_video.engines.models.torch_common import TorchEngine
 from seg_video.engines.runners.base import on_stream
 
 pytestmark = pytest.mark.gpu
-
-
-def run(engine: TorchEngine, frames: list[Frame]) -> list[Segmentation]:
-    """prepare + infer on one batch."""
-    return engine.infer(frames, [engine.prepare(frame) for frame in frames])
 
 
 def loaded(name: str, params: dict[str, Any]) -> TorchEngine:
