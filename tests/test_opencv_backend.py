@@ -2,7 +2,8 @@
 checks, and the TensorFlow Mask R-CNN engine (`maskrcnn_tf`): its post-processing on crafted graph outputs, its
 COCO ids, its loading errors, and a CLI run with a stand-in net (the real graph cannot be downloaded here).
 
-The export tests share test_onnx_backend's fixtures (random weights saved once, a cache folder of the module's own).
+The export tests share test_onnx_backend's fixtures (random weights saved once) and conftest's `module_cache` (a
+cache folder of the module's own).
 The graph-reading tests run on whichever OpenCV is installed: OpenCV 5 has no TensorFlow importer (its error is
 checked), OpenCV 4.x reads the crafted files (its parse and mismatch errors are checked).
 """
@@ -42,7 +43,7 @@ from seg_video.engines.runners.opencv import (
     target_problem,
 )
 
-cache, engines, frames = onnx_tests.cache, onnx_tests.engines, onnx_tests.frames  # its fixtures, used here by name
+engines, frames = onnx_tests.engines, onnx_tests.frames  # its fixtures, used here by name (module_cache: conftest)
 TF_IMPORTER = hasattr(cv2.dnn, "readNetFromTensorflow")
 needs_opencv_5 = pytest.mark.skipif(OPENCV_MAJOR < 5, reason="OpenCV 4.x refuses our FCN and Mask R-CNN exports "
                                                              "(test_opencv_4_refuses_our_exports_in_one_line)")
