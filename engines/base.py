@@ -4,7 +4,9 @@ Lifecycle: the engine object is created (cheap: parameters checked, nothing load
 `load()` runs in the infer thread, which owns any GPU context, and `warm_up()` there after it for each frame size a
 run sees; `prepare()` runs in the preprocess thread and must not touch state that `infer()` changes; `infer()` sees
 frames in order, one batch at a time; `reset()` forgets what earlier frames taught it (a new video); `close()`
-releases what `load()` acquired. An engine is also a context manager that closes it.
+releases what `load()` acquired. When one engine serves many sources, each source runs through `for_source()`:
+the engine itself when it keeps no state between frames, else a twin with state of its own. An engine is also a
+context manager that closes it.
 
 The registry finds engines by name: every entry point in the group `seg_video.engines`, the built-in engines
 included (registered in seg-video's own pyproject.toml exactly as a plugin registers its own), plus engines a
@@ -121,6 +123,18 @@ class Engine(ABC):
 
     def reset(self) -> None:
         """Forget what earlier frames taught the engine (background model, warm start): a new video begins."""
+
+    def for_source(self) -> Engine:
+        """The engine one more source uses when several sources share this one (the live job's shared infer stage).
+        An engine that learns from the frames it sees (it overrides `reset`) gets a twin with the same settings and
+        state of its own, so one scene's background never leaks into another's; any other engine serves every
+        source itself. An engine whose per-source state sits beside something heavy overrides this to share the
+        heavy part."""
+        if type(self).reset is Engine.reset:
+            return self
+        twin = type(self)() if self.Params is NoParams else type(self)(self.params)  # type: ignore[call-arg,attr-defined]
+        twin.name = self.name
+        return twin
 
     def close(self) -> None:
         """Release what `load` acquired."""

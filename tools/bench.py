@@ -36,7 +36,7 @@ from seg_video.engines.base import create_engine
 from seg_video.io.sample import write_sample_clip
 from seg_video.io.video import VideoSource, VideoWriter
 from seg_video.jobs.annotate import AnnotateJob, FileOutput
-from seg_video.jobs.frame_path import build_stages
+from seg_video.jobs.frame_path import OwnEngine, build_stages
 from seg_video.stages.render import Renderer
 from seg_video.stages.track import tracker_for
 
@@ -50,8 +50,8 @@ def sequential_run(config: RunConfig, source: VideoSource, output: Path) -> tupl
     info = source.info
     sink = FileOutput(VideoWriter(output, config.output, fps=info.fps, time_base=info.time_base,
                                   audio_from=info.path), None)
-    stages = build_stages(engine, sink, tracker=tracker_for(config.track, engine.kind),
-                          renderer=Renderer(config.render), owned=False)
+    stages = build_stages(OwnEngine(engine, owned=False), sink, tracker=tracker_for(config.track, engine.kind),
+                          renderer=Renderer(config.render))
     try:
         for frame in source:
             items = [Item(frame)]

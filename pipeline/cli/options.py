@@ -60,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_engine_options(parser, "engine settings (for engines that have them)")
 
     other = parser.add_argument_group("pipeline, rendering and output")
-    other.add_argument("--batch", type=int, metavar="N", help="frames per inference call (default 1)")
+    other.add_argument("--batch", type=int, metavar="N",
+                       help="frames per inference call (default: 1 for a file; for live sources sharing an engine, "
+                            "one per source, up to 16)")
     other.add_argument("--queue-size", type=int, metavar="N", help="bound of each queue between stages")
     other.add_argument("--infer-timeout", type=float, metavar="S",
                        help="stop the run as hung when one inference call takes longer (default 120; 0: never; "
@@ -102,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--camera-fps", type=float, metavar="N", help="frame rate to ask cameras for")
     live.add_argument("--restart-engine", type=int, metavar="N",
                       help="replace an engine that fails (raises) by a new one and go on, up to N times (default 0)")
+    live.add_argument("--engine-per-source", action="store_true",
+                      help="an engine of its own for each source, instead of one engine serving them all in batches")
     return parser
 
 
@@ -186,6 +190,8 @@ def section_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
             tables[table][field_name] = False
     if args.fps_overlay:
         tables["render"]["fps_overlay"] = True
+    if args.engine_per_source:
+        tables["live"]["engine_per_source"] = True
     if args.semantic in ("overlay", "labels"):
         tables["render"]["semantic"] = args.semantic
     return tables

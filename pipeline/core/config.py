@@ -25,6 +25,8 @@ from seg_video.core.errors import ConfigError
 from seg_video.core.settings import from_mapping
 
 DEFAULT_ENGINE = "motion"
+AUTO_BATCH = 16
+"""The most frames an automatic batch gathers from sources sharing an engine."""
 
 
 @dataclass
@@ -33,7 +35,9 @@ class PipelineSettings:
 
     queue_size: int = 8
     policy: Literal["auto", "lossless", "live"] = "auto"
-    batch: int = 1
+    batch: int = 0
+    """Frames per inference call; 0: automatic (1 for a file; for live sources sharing an engine, one per source, up
+    to AUTO_BATCH)."""
     infer_timeout: float = 120.0
     """Seconds one inference call may take before the run is stopped as hung (0: no limit); generous for a big
     network on a CPU."""
@@ -45,10 +49,14 @@ class PipelineSettings:
         """Reject bounds the runner cannot work with."""
         if not 1 <= self.queue_size <= 1024:
             raise ValueError(f"queue_size must be 1..1024; got {self.queue_size}")
-        if not 1 <= self.batch <= 256:
-            raise ValueError(f"batch must be 1..256; got {self.batch}")
+        if not 0 <= self.batch <= 256:
+            raise ValueError(f"batch must be 0 (automatic) or 1..256; got {self.batch}")
         if min(self.infer_timeout, self.load_timeout) < 0:
             raise ValueError("infer_timeout and load_timeout must be 0 (no limit) or positive seconds")
+
+    def frames_per_call(self, sources: int = 1) -> int:
+        """The batch: as set, or automatically one frame per source (at most AUTO_BATCH)."""
+        return self.batch or min(sources, AUTO_BATCH)
 
 
 @dataclass(frozen=True)
@@ -157,7 +165,7 @@ class EncoderSettings:
 
 @dataclass
 class LiveSettings:
-    """How live sources connect and recover (the `[live]` config table)."""
+    """How live sources connect and recover, and how they share an engine (the `[live]` config table)."""
 
     open_timeout: float = 10.0
     """Seconds to connect and read a stream's header (or open a camera)."""
@@ -175,6 +183,12 @@ class LiveSettings:
     camera_fps: float = 0.0
     engine_restarts: int = 0
     """Times an engine that raises is replaced by a new one (the run goes on) before the run fails; 0: never."""
+    engine_per_source: bool = False
+    """Give each source an engine of its own (the network loaded once per source) instead of one engine serving
+    every source in batches: for comparison, and for engines that cannot batch."""
+    gather_ms: float = 5.0
+    """Milliseconds the shared engine waits for the other sources' frames once one has come, before it runs the
+    batch without them."""
 
     def validate(self) -> None:
         """Reject timings that cannot work."""
@@ -187,6 +201,8 @@ class LiveSettings:
             raise ValueError("camera_width, camera_height and camera_fps must be 0 (default) or positive")
         if self.engine_restarts < 0:
             raise ValueError(f"engine_restarts must be 0 or more; got {self.engine_restarts}")
+        if not 0 <= self.gather_ms <= 1000:
+            raise ValueError(f"gather_ms must be 0..1000; got {self.gather_ms}")
 
 
 

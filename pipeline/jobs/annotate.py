@@ -20,7 +20,7 @@ from seg_video.core.types import Item
 from seg_video.io.exports import CocoWriter, Export, LabelMapWriter
 from seg_video.io.paths import OutputGuard, check_folder, check_input, check_output
 from seg_video.io.video import VideoSource, VideoWriter, output_plan
-from seg_video.jobs.frame_path import build_stages
+from seg_video.jobs.frame_path import OwnEngine, build_stages
 from seg_video.stages.render import Renderer
 from seg_video.stages.track import tracker_for
 
@@ -100,9 +100,11 @@ class AnnotateJob:
                                                          guard=guard or OutputGuard([Path(info.path)]))
         self.source = source
         self._output = FileOutput(writer, on_frame)
-        stages = build_stages(engine, self._output, tracker=tracker_for(config.track, engine.kind),
-                              renderer=None if output is None else Renderer(config.render),
-                              batch=config.pipeline.batch, exports=exports, owned=owned,
+        batch = config.pipeline.frames_per_call()
+        stages = build_stages(OwnEngine(engine, batch=batch, owned=owned), self._output,
+                              tracker=tracker_for(config.track, engine.kind),
+                              renderer=None if output is None else Renderer(config.render), batch=batch,
+                              exports=exports,
                               infer_timeout=config.pipeline.infer_timeout, load_timeout=config.pipeline.load_timeout)
         policy = Policy.LIVE if config.pipeline.policy == "live" else Policy.LOSSLESS
         self.runner = Runner(source, stages, queue_size=config.pipeline.queue_size, policy=policy)

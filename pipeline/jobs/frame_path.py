@@ -2,7 +2,8 @@
 thread each (`seg_video.core.runner`), every stage filling in its part of the frame's `Item`. An engine that splits
 its inference (`Engine.finish`) has its second, frame-independent half run in a finish stage of its own.
 
-The job hands in the parts it wants: the engine, a tracker, exports, a renderer. The last stage gives each finished
+The job hands in the parts it wants: the inference (an engine of its own, or its share of one that serves many
+sources), a tracker, exports, a renderer. The last stage gives each finished
 item to the job's `FrameSink` (a video writer, a live feed, the iterator of `seg_video.segment`) and closes it at
 the end, however the run ends; without a renderer, the exports are written in that same stage.
 """
@@ -12,12 +13,12 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from seg_video.core.rate import RateMeter
 from seg_video.core.stage import Stage
 from seg_video.core.text import one_line
-from seg_video.core.types import Item
+from seg_video.core.types import Frame, Item
 
 if TYPE_CHECKING:
     from seg_video.engines.base import Engine
@@ -61,39 +62,91 @@ class EngineRestarts:
         return engine
 
 
-def build_stages(engine: Engine, sink: FrameSink, *, tracker: Tracker | None = None, renderer: Renderer | None = None,
-                 batch: int = 1, exports: Sequence[Export] = (), owned: bool = True,
-                 infer_timeout: float = 0.0, load_timeout: float = 0.0, restarts: EngineRestarts | None = None
-                 ) -> list[Stage]:
-    """The stages after capture, around one engine. `owned`: the run loads the engine in its infer thread and closes
-    it at the end; otherwise the caller loaded it and keeps it for more runs, so the run only resets it. Before the
-    first batch of each frame size the engine warms up for that size and `batch` (`Engine.warm_up`: compile, build,
-    capture), in the infer thread. `infer_timeout`, `load_timeout`: the infer stage's watchdog limits in seconds (0:
-    none; the load's covers the first call too, so the warm-up for the run's first frames counts as setup).
-    `restarts`: an engine that raises is replaced and the frames it was given are dropped, instead of failing the
-    run."""
+class Inference(Protocol):
+    """What the infer stage runs: an engine of the pipeline's own (`OwnEngine`) or its share of one serving many
+    sources (`seg_video.jobs.shared_engine`)."""
+
+    @property
+    def engine(self) -> Engine:
+        """The engine whose `prepare` and `finish` the pipeline's other stages call (it may change on a restart)."""
+
+    def start(self) -> None:
+        """Get ready, in the infer thread, before the first frames (load the engine, or wait for it to be loaded)."""
+
+    def observe(self, frames: Sequence[Frame], prepared: Sequence[Any]) -> list[Any] | None:
+        """`Engine.observe` on a batch, in the infer thread; None when the engine failed and was replaced (the
+        frames are dropped)."""
+
+    def stop(self) -> None:
+        """The run is over: release what `start` took."""
+
+
+def observe_warm(engine: Engine, frames: Sequence[Frame], prepared: Sequence[Any], warm: set[tuple[int, int]],
+                 batch: int) -> list[Any]:
+    """`engine.observe`, warming the engine up first for each frame size it has not seen (noted in `warm`) with
+    batches of `batch`."""
+    for height, width in {frame.size for frame in frames} - warm:
+        engine.warm_up(height, width, batch)
+        warm.add((height, width))
+    return engine.observe(frames, prepared)
+
+
+class OwnEngine:
+    """A pipeline's own engine. `owned`: the run loads it in its infer thread and closes it at the end; otherwise
+    the caller loaded it and keeps it for more runs, so the run only resets it. `restarts`: an engine that raises is
+    replaced and the frames it was given are dropped, instead of failing the run."""
+
+    def __init__(self, engine: Engine, *, batch: int = 1, owned: bool = True,
+                 restarts: EngineRestarts | None = None) -> None:
+        self.engine = engine
+        self._batch = batch
+        self._owned = owned
+        self._restarts = restarts
+        self._warm: set[tuple[int, int]] = set()
+        """The frame sizes the current engine has warmed up for in this run."""
+
+    def start(self) -> None:
+        """Load the engine (owned) or reset it (the caller's)."""
+        if self._owned:
+            self.engine.load()
+        else:
+            self.engine.reset()
+
+    def observe(self, frames: Sequence[Frame], prepared: Sequence[Any]) -> list[Any] | None:
+        """The engine's results for the batch, warmed up for its frame size first; None after a restart."""
+        try:
+            return observe_warm(self.engine, frames, prepared, self._warm, self._batch)
+        except Exception as error:
+            if self._restarts is None:
+                raise
+            self.engine = self._restarts.replace(self.engine, error, frames[0].index)
+            self._warm.clear()
+            return None
+
+    def stop(self) -> None:
+        """Close the engine if the run owns it."""
+        if self._owned:
+            self.engine.close()
+
+
+def build_stages(inference: Inference, sink: FrameSink, *, tracker: Tracker | None = None,
+                 renderer: Renderer | None = None, batch: int = 1, exports: Sequence[Export] = (),
+                 infer_timeout: float = 0.0, load_timeout: float = 0.0) -> list[Stage]:
+    """The stages after capture, around `inference` (which the infer stage starts and stops in its thread), taking
+    `batch` frames per inference call. `infer_timeout`, `load_timeout`: the infer stage's watchdog limits in
+    seconds (0: none; the load's covers the first call too, so the warm-up for the run's first frames counts as
+    setup)."""
     meter = RateMeter()
-    finishing = engine.finishes()
-    warm: set[tuple[int, int]] = set()
-    """The frame sizes the current engine has warmed up for in this run."""
+    finishing = inference.engine.finishes()
 
     def preprocess(items: list[Item]) -> list[Item]:
         for item in items:
-            item.prepared = engine.prepare(item.frame)
+            item.prepared = inference.engine.prepare(item.frame)
         return items
 
     def infer(items: list[Item]) -> list[Item]:
-        nonlocal engine
-        try:
-            for height, width in {item.frame.size for item in items} - warm:
-                engine.warm_up(height, width, batch)
-                warm.add((height, width))
-            results = engine.observe([item.frame for item in items], [item.prepared for item in items])
-        except Exception as error:
-            if restarts is None:
-                raise
-            engine = restarts.replace(engine, error, items[0].index)
-            warm.clear()
+        results = inference.observe([item.frame for item in items], [item.prepared for item in items])
+        if results is None:
             return []
         for item, result in zip(items, results, strict=True):
             item.prepared = None  # the prepared input may hold device memory
@@ -105,7 +158,7 @@ def build_stages(engine: Engine, sink: FrameSink, *, tracker: Tracker | None = N
 
     def finish(items: list[Item]) -> list[Item]:
         for item in items:
-            item.segmentation, item.observed = engine.finish(item.frame, item.observed), None
+            item.segmentation, item.observed = inference.engine.finish(item.frame, item.observed), None
         return items
 
     def follow(items: list[Item]) -> list[Item]:
@@ -143,9 +196,8 @@ def build_stages(engine: Engine, sink: FrameSink, *, tracker: Tracker | None = N
 
     stages = [
         Stage("preprocess", preprocess),
-        Stage("infer", infer, batch_size=batch, setup=engine.load if owned else engine.reset,
-              teardown=(lambda: engine.close()) if owned else None, timeout=infer_timeout or None,
-              setup_timeout=load_timeout or None),
+        Stage("infer", infer, batch_size=batch, setup=inference.start, teardown=inference.stop,
+              timeout=infer_timeout or None, setup_timeout=load_timeout or None),
     ]
     if finishing:
         stages.append(Stage("finish", finish))

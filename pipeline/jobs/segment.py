@@ -21,7 +21,7 @@ from seg_video.core.runner import END, POLL_SECONDS, Policy, Runner, RunStats, S
 from seg_video.core.types import Frame, Item, Segmentation
 from seg_video.io.streams import open_input, source_kind
 from seg_video.io.video import VideoSource
-from seg_video.jobs.frame_path import build_stages
+from seg_video.jobs.frame_path import OwnEngine, build_stages
 from seg_video.stages.track import tracker_for
 
 if TYPE_CHECKING:
@@ -55,8 +55,9 @@ class _Run:
         live = policy is Policy.LIVE
         size = 1 if live else config.pipeline.queue_size
         self.handed = StageQueue(size, policy, stop)
-        stages = build_stages(engine, _Handoff(self.handed), tracker=tracker_for(config.track, engine.kind),
-                              batch=1 if live else config.pipeline.batch, owned=owned,
+        batch = 1 if live else config.pipeline.frames_per_call()
+        stages = build_stages(OwnEngine(engine, batch=batch, owned=owned), _Handoff(self.handed),
+                              tracker=tracker_for(config.track, engine.kind), batch=batch,
                               infer_timeout=config.pipeline.infer_timeout, load_timeout=config.pipeline.load_timeout)
         self.runner = Runner(frames, stages, queue_size=size, policy=policy, join_timeout=STOP_SECONDS,
                              stop_event=stop)

@@ -1,8 +1,9 @@
 """The live job: cameras, streams (and files played as live) → segmented pictures in a window, a browser, a file.
 
 Each source gets its own pipeline (capture → preprocess → infer → track → render → publish, the stages of
-`seg_video.jobs.frame_path`) with its own engine and tracker, so stateful engines (background models) and track
-ids see one scene each.
+`seg_video.jobs.frame_path`) with its own tracker, so track ids see one scene each. Their infer stages share one
+engine (`seg_video.jobs.shared_engine`: the newest frame of each source in one batch, the network loaded once;
+stateful engines keep a state per source), or with `live.engine_per_source` each has an engine of its own.
 Under the live policy every queue holds one frame and the newest wins, so latency stays about one inference time
 plus one frame interval however long the run. The publish stage hands each rendered frame to the source's `Feed`
 (read by the window and the web view) and to its recording. All pipelines share one stop event: `q` in the
@@ -25,7 +26,8 @@ from seg_video.engines.base import Engine, create_engine
 from seg_video.io.paths import OutputGuard
 from seg_video.io.streams import LiveInput, SourceState, source_kind
 from seg_video.io.video import VideoWriter
-from seg_video.jobs.frame_path import EngineRestarts, build_stages
+from seg_video.jobs.frame_path import EngineRestarts, Inference, OwnEngine, build_stages
+from seg_video.jobs.shared_engine import SharedEngine
 from seg_video.live.feed import Feed, FeedStats
 from seg_video.live.web import Address, WebView
 from seg_video.live.window import Window
@@ -88,23 +90,34 @@ class LiveSummary:
     """Per source, in order: its recording's path and frame count, if it was recorded."""
 
 
-class _Publisher:
-    """A live pipeline's frame sink: each rendered frame to the source's feed, its recording and `on_frame`."""
+@dataclass(frozen=True)
+class Callbacks:
+    """What a program embedding the live job is told, from each source's last stage (keep them quick)."""
 
-    def __init__(self, feed: Feed, state: SourceState, recorder: VideoWriter | None,
-                 on_frame: Callable[[Frame], None] | None) -> None:
+    on_frame: Callable[[Frame], None] | None = None
+    """Each rendered frame, as published."""
+    on_item: Callable[[Item], None] | None = None
+    """Each finished item: the captured frame, its segmentation (tracked) and its rendered picture."""
+
+
+class _Publisher:
+    """A live pipeline's frame sink: each rendered frame to the source's feed, its recording and the callbacks."""
+
+    def __init__(self, feed: Feed, state: SourceState, recorder: VideoWriter | None, callbacks: Callbacks) -> None:
         self.feed = feed
         self.recorder = recorder
         self._state = state
-        self._on_frame = on_frame
+        self._callbacks = callbacks
 
     def write(self, item: Item) -> None:
         frame = item.output_frame()
         self.feed.publish(frame)
         if self.recorder is not None:
             self.recorder.write(frame)
-        if self._on_frame is not None:
-            self._on_frame(frame)
+        if self._callbacks.on_frame is not None:
+            self._callbacks.on_frame(frame)
+        if self._callbacks.on_item is not None:
+            self._callbacks.on_item(item)
 
     def close(self) -> None:
         self._state.status = "ended"
@@ -115,21 +128,17 @@ class _Publisher:
 class _Pipeline:
     """One source's run: the frame path after capture, publishing into a feed and an optional recording."""
 
-    def __init__(self, source: LiveInput, engine: Engine, make_engine: Callable[[], Engine], config: RunConfig,
-                 stop: threading.Event, output: Path | None, guard: OutputGuard,
-                 on_frame: Callable[[Frame], None] | None) -> None:
+    def __init__(self, source: LiveInput, inference: Inference, batch: int, config: RunConfig,
+                 stop: threading.Event, output: Path | None, guard: OutputGuard, callbacks: Callbacks) -> None:
         live = source.policy is Policy.LIVE
         self.source = source
         self.recorder = None if output is None else VideoWriter(output, config.output, fps=source.fps, guard=guard)
-        restarts = config.live.engine_restarts
         stats = RunStats()
         self.feed = Feed(source.name, source.state, stats)
-        publisher = _Publisher(self.feed, source.state, self.recorder, on_frame)
-        # Live: one frame per queue and per inference call, so nothing waits behind stale frames.
-        stages = build_stages(engine, publisher, tracker=tracker_for(config.track, engine.kind),
-                              renderer=Renderer(config.render), batch=1 if live else config.pipeline.batch,
-                              infer_timeout=config.pipeline.infer_timeout, load_timeout=config.pipeline.load_timeout,
-                              restarts=EngineRestarts(make_engine, restarts, source.name) if restarts else None)
+        publisher = _Publisher(self.feed, source.state, self.recorder, callbacks)
+        stages = build_stages(inference, publisher, tracker=tracker_for(config.track, inference.engine.kind),
+                              renderer=Renderer(config.render), batch=batch,
+                              infer_timeout=config.pipeline.infer_timeout, load_timeout=config.pipeline.load_timeout)
         self.runner = Runner(source.frames, stages, queue_size=1 if live else config.pipeline.queue_size,
                              policy=source.policy, stop_event=stop, stats=stats)
         self.failure: StageFailed | None = None
@@ -149,23 +158,39 @@ class _Pipeline:
 
 class LiveJob:
     """Runs one pipeline per source, all stopped together, while the window (in this thread) and the web view show
-    them; `stop` is the event the sources were opened with. Each pipeline builds its engine with `engine_factory`
-    (default: the config's engine), the first source's being `engine` when given (built, not loaded: the run loads
-    and closes it). Binds the web view's port at once (`OSError`)."""
+    them; `stop` is the event the sources were opened with. The pipelines share one engine, `engine` when given
+    (built, not loaded: the run loads and closes it), else one built with `engine_factory` (default: the config's
+    engine), which also builds the replacements of an engine that fails (`live.engine_restarts`) and, with
+    `live.engine_per_source`, every source's own. `on_frame`, `on_item`: see `Callbacks`. Binds the web view's port
+    at once (`OSError`)."""
 
     def __init__(self, config: RunConfig, sources: Sequence[LiveInput], options: LiveOptions, *,
                  stop: threading.Event, engine: Engine | None = None,
                  engine_factory: Callable[[], Engine] | None = None,
-                 on_frame: Callable[[Frame], None] | None = None) -> None:
+                 on_frame: Callable[[Frame], None] | None = None, on_item: Callable[[Item], None] | None = None
+                 ) -> None:
         if options.outputs and len(options.outputs) != len(sources):
             raise ValueError(f"{len(options.outputs)} recordings for {len(sources)} sources")
         make_engine = engine_factory or (lambda: create_engine(config.engine, config.engine_params))
         outputs: Sequence[Path | None] = options.outputs or [None] * len(sources)
-        engines = [engine or make_engine()] + [make_engine() for _ in sources[1:]]
+        first = engine or make_engine()
         self.stop_event = stop
         self._options = options
-        self._pipelines = [_Pipeline(source, own, make_engine, config, stop, output, options.guard, on_frame)
-                           for source, own, output in zip(sources, engines, outputs, strict=True)]
+        self.shared: SharedEngine | None = None
+        """The engine every source shares (None with `live.engine_per_source`); its `stats` count its calls."""
+        inferences: list[Inference]
+        if config.live.engine_per_source:
+            inferences = [OwnEngine(own, batch=_batch(source, config), restarts=_restarts(config, make_engine, name))
+                          for own, source, name in zip([first] + [make_engine() for _ in sources[1:]], sources,
+                                                       (source.name for source in sources), strict=True)]
+        else:
+            self.shared = SharedEngine(first, batch=config.pipeline.frames_per_call(len(sources)),
+                                       gather=config.live.gather_ms / 1000,
+                                       restarts=_restarts(config, make_engine, _shared_name(sources)))
+            inferences = [self.shared.link(source.name, stop) for source in sources]
+        self._pipelines = [_Pipeline(source, inference, _batch(source, config), config, stop, output, options.guard,
+                                     Callbacks(on_frame, on_item))
+                           for source, inference, output in zip(sources, inferences, outputs, strict=True)]
         self.feeds = [pipeline.feed for pipeline in self._pipelines]
         self.web = None if options.serve is None else WebView(self.feeds, options.serve, token=options.token)
 
@@ -182,6 +207,8 @@ class LiveJob:
         try:
             if self.web is not None:
                 self.web.start()
+            if self.shared is not None:
+                self.shared.start()
             for thread in threads:
                 thread.start()
             if self._options.display:
@@ -195,6 +222,8 @@ class LiveJob:
             for thread, pipeline in zip(threads, self._pipelines, strict=True):
                 if thread.ident is not None:  # started
                     pipeline.finished.wait()
+            if self.shared is not None:
+                self.shared.close()
             if self.web is not None:
                 self.web.close()
         for pipeline in self._pipelines:
@@ -217,3 +246,20 @@ class LiveJob:
     def run_stats(self) -> list[RunStats]:
         """Each source's pipeline counters (its queues included), readable while the run goes: for soak tests."""
         return [p.runner.stats for p in self._pipelines]
+
+
+def _batch(source: LiveInput, config: RunConfig) -> int:
+    """Frames per inference call of a source's pipeline: one under the live policy, so nothing waits behind stale
+    frames."""
+    return 1 if source.policy is Policy.LIVE else config.pipeline.frames_per_call()
+
+
+def _restarts(config: RunConfig, make_engine: Callable[[], Engine], name: str) -> EngineRestarts | None:
+    """Replacements for a failing engine, as many as `live.engine_restarts` allows (none by default)."""
+    limit = config.live.engine_restarts
+    return EngineRestarts(make_engine, limit, name) if limit else None
+
+
+def _shared_name(sources: Sequence[LiveInput]) -> str:
+    """What messages call the shared engine: its only source's name, or how many it serves."""
+    return sources[0].name if len(sources) == 1 else f"the engine shared by {len(sources)} sources"
