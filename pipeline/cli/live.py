@@ -23,8 +23,9 @@ from seg_video.core.errors import EngineError, StageFailed, UsageError
 from seg_video.core.text import one_line
 from seg_video.engines.base import create_engine
 from seg_video.io.paths import OutputGuard, check_output
-from seg_video.io.streams import open_inputs, source_kind
+from seg_video.io.streams import LiveInput, open_inputs, source_kind
 from seg_video.io.video import output_plan
+from seg_video.live.feed import FeedStats
 from seg_video.live.job import LiveJob, LiveOptions, output_paths
 from seg_video.live.web import parse_address
 from seg_video.live.window import DisplayError, check_display
@@ -53,10 +54,12 @@ def run_live(args: argparse.Namespace, sources: list[str], output: str | None) -
     except (ValueError, DisplayError) as error:
         raise UsageError(str(error)) from None
     stop = threading.Event()
-    inputs = open_inputs(sources, config.live, policy=config.pipeline.policy, stop=stop, max_frames=args.max_frames)
+    inputs: list[LiveInput] = []
     job: LiveJob | None = None
     try:  # a live source's outages and reconnects are always told; the engines' messages unless --quiet
         with messages_to_stderr(quiet=args.quiet, quieted="seg_video.engines"):
+            inputs = open_inputs(sources, config.live, policy=config.pipeline.policy, stop=stop,
+                                 max_frames=args.max_frames)
             try:
                 job = LiveJob(config, inputs, LiveOptions(display=args.display, serve=serve, token=args.token,
                                                           outputs=outputs, guard=guard), stop=stop, engine=engine)
@@ -76,10 +79,17 @@ def run_live(args: argparse.Namespace, sources: list[str], output: str | None) -
             opened.close()
     if not args.quiet:
         for feed, recording in zip(summary.feeds, summary.recordings, strict=True):
-            kept = f" → {recording[0]} ({recording[1]} frames)" if recording is not None else ""
-            print(f"{PROG}: {feed.name}: {feed.frames} frames in {summary.seconds:.1f} s, {feed.line()}{kept}",
-                  file=sys.stderr)
+            print(f"{PROG}: {feed.name}: {_summary(feed, recording, summary.seconds)}", file=sys.stderr)
     return 0
+
+
+def _summary(feed: FeedStats, recording: tuple[Path, int] | None, seconds: float) -> str:
+    """What one source gave in a finished run: its frames and numbers, and where its recording went (if anywhere).
+    A source that never gave a frame (never connected) says so, and that no recording was written."""
+    if feed.frames == 0:
+        return f"got no frames in {seconds:.1f} s" + ("" if recording is None else f"; {recording[0]} not written")
+    kept = "" if recording is None else f" → {recording[0]} ({recording[1]} frames)"
+    return f"{feed.frames} frames in {seconds:.1f} s, {feed.line()}{kept}"
 
 
 def _recorded(job: LiveJob | None, output: str | None) -> str:
