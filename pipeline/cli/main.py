@@ -38,23 +38,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     reuse_large_buffers()
     batch = args[:1] == ["batch"]  # `seg-video batch …`: many videos, its own parser (seg_video.cli.batch)
-    with stop_signals(second_exits=not batch):  # a batch stops its worker processes itself, however often told
+    with stop_signals(second_exits=not batch) as signals:  # a batch stops its worker processes itself
         try:
             if batch:
                 from seg_video.cli.batch import main as batch_main
 
-                return batch_main(args[1:])
-            return _dispatch(build_parser().parse_args(args))
+                code = batch_main(args[1:])
+            else:
+                code = _dispatch(build_parser().parse_args(args))
         except (UsageError, ConfigError, EngineError, MediaError) as error:
-            return fail(str(error), EXIT_USAGE)
+            code = fail(str(error), EXIT_USAGE)
         except KeyboardInterrupt:
-            return fail("interrupted", EXIT_SIGINT)
+            code = fail("interrupted", EXIT_SIGINT)
         except Terminated:
-            return fail("terminated", EXIT_SIGTERM)
+            code = fail("terminated", EXIT_SIGTERM)
         except Exception as error:
             if os.environ.get("SEG_VIDEO_DEBUG"):
                 raise
-            return fail(f"{type(error).__name__}: {error} (set SEG_VIDEO_DEBUG=1 for a traceback)", EXIT_FAILED)
+            code = fail(f"{type(error).__name__}: {error} (set SEG_VIDEO_DEBUG=1 for a traceback)", EXIT_FAILED)
+        signals.ended()
+        return code
 
 
 def _dispatch(args: argparse.Namespace) -> int:

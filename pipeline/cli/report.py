@@ -37,28 +37,44 @@ def fail(message: str, code: int) -> int:
     return code
 
 
+class SignalStop:
+    """The command's side of `stop_signals`: `ended()` once it has its exit code, so that a signal arriving while
+    it returns (everything finalized) is ignored instead of escaping as a traceback."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self.over = False
+
+    def ended(self) -> None:
+        """The command is done: from now on a signal changes nothing."""
+        self.over = True
+
+
 @contextmanager
-def stop_signals(*, second_exits: bool) -> Iterator[None]:
+def stop_signals(*, second_exits: bool) -> Iterator[SignalStop]:
     """While a command runs: the first Ctrl-C or SIGTERM raises `KeyboardInterrupt` or `Terminated`, so the run
     stops and finalizes its outputs; with `second_exits`, a second one (a finalize taking too long) exits at once,
     130 or 143, without waiting for it. A file-size limit (SIGXFSZ) becomes a write error instead of killing the
     process. The handlers found are put back at the end (a signal after the command's end then acts as usual)."""
-    received: list[int] = []
+    stop = SignalStop()
 
     def handle(signum: int, frame: FrameType | None) -> None:
+        if stop.over:
+            return
         word = "interrupted" if signum == signal.SIGINT else "terminated"
-        if received and second_exits:
+        if stop.received and second_exits:
             os.write(2, f"{PROG}: error: {word} again while finishing: exiting at once; the outputs may not "
                         "be finalized\n".encode())
             os._exit(EXIT_SIGINT if signum == signal.SIGINT else EXIT_SIGTERM)
-        received.append(signum)
+        stop.received.append(signum)
         raise KeyboardInterrupt if signum == signal.SIGINT else Terminated
 
     previous = {number: signal.signal(number, handle) for number in (signal.SIGINT, signal.SIGTERM)}
     previous[signal.SIGXFSZ] = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
-        yield
+        yield stop
     finally:
+        stop.ended()
         for number, handler in previous.items():
             signal.signal(number, handler)
 

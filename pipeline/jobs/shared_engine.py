@@ -117,9 +117,6 @@ class SharedEngine:
                 raise Stopped
         if self._failure is not None:
             raise self._failure
-        with self._changed:
-            self._attached.add(link)
-            self._changed.notify_all()
 
     def detach(self, link: SourceLink) -> None:
         """`link`'s source has finished: stop waiting for its frames."""
@@ -136,6 +133,7 @@ class SharedEngine:
             if self._closing:
                 raise Stopped
             self._pending.append(request)
+            self._attached.add(link)  # from its first frames on: a source still connecting is not waited for
             self._changed.notify_all()
         return request
 
