@@ -201,3 +201,21 @@ def test_a_shared_engine_that_fails_is_replaced_when_restarts_are_allowed() -> N
     assert job.shared is not None and job.shared.stats.dropped >= 1
     for i in range(3):
         assert len(published.of(f"cam{i}")) > 30, "every source went on after the restart"
+
+
+@pytest.mark.gpu
+def test_on_a_gpu_four_sources_share_one_compiled_fp16_network(clips: list[Path]) -> None:
+    """The GPU path: one compiled FP16 FCN, owned by the shared thread (compiled graphs are thread-bound), serves
+    four sources in batches; each frame's label map agrees with the same engine's on that frame alone."""
+    params = {"weights": "none", "device": "cuda", "precision": "fp16", "backend": "torch-compiled", "min_size": 96}
+    factory = Counted("fcn", **params)
+    job, results = run_live(clips, run_config("fcn", settings=params), factory)
+
+    assert factory.built == 1 and job.shared is not None and job.shared.stats.mean_batch > 1.5
+    with seg_video.load_engine("fcn", **params) as engine:  # compiled once for the four runs alone
+        for clip in clips:
+            with seg_video.segment(clip, engine=engine) as frames:
+                for (frame, segmentation) in frames:
+                    shared_map, own_map = results[str(clip), frame.index].label_map, segmentation.label_map
+                    assert shared_map is not None and own_map is not None
+                    assert (shared_map == own_map).mean() > 0.995, f"{clip.name} frame {frame.index}"
