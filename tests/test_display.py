@@ -20,7 +20,7 @@ from seg_video.core.runner import RunStats
 from seg_video.io.sample import write_sample_clip
 from seg_video.io.streams import SourceState
 from seg_video.live.feed import Feed, FeedStats
-from seg_video.live.window import DisplayError, Window, check_display, compose, grid_shape
+from seg_video.live.window import DisplayError, Window, banner, check_display, compose, grid_shape
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,6 +43,26 @@ def test_grid_of_tiles_with_overlays() -> None:
     assert (tile_b[-30:, :100, 2] > tile_b[-30:, :100, 0]).any()  # a red banner for the reconnecting source
     assert (tile_b[180:300, 320] == 200).all() and (tile_b[180:300, 5] == 0).all()  # the small frame, letterboxed
     assert (canvas[360:, 640:] == 0).all()  # the grid's unused cell
+
+
+def test_tiles_read_their_source_state() -> None:
+    assert banner("live") is None and banner("playing") is None
+    assert banner("connecting") == ("connecting...", (0, 130, 220))  # amber
+    assert banner("ended") == ("ended", (90, 90, 90))  # grey
+    assert banner("reconnecting in 2.0 s (attempt 3): timed out") == (
+        "reconnecting in 2.0 s (attempt 3): timed out", (30, 30, 200))  # red
+
+    picture = np.full((240, 320, 3), 200, np.uint8)
+    canvas = compose([None, None, picture, None], [stats("a", "connecting"), stats("b", "live"),
+                                                   stats("c", "ended"), stats("d", "ended")])
+    connecting, connected, ended, never = canvas[:240, :320], canvas[:240, 320:], canvas[240:, :320], canvas[240:, 320:]
+    for waiting in (connecting, connected, never):
+        assert (waiting[:20, :40] > 200).any(), "the source's name, top-left"
+        assert (waiting[105:135, 100:220] > 200).any(), "a word in the middle: connecting... (no picture: never)"
+    assert (connecting[-25:] == 48).all() and (connected[-25:] == 48).all(), "no banner: the middle says it"
+    for gone in (ended, never):
+        assert (gone[-20:, :30] == 90).all(axis=2).any(), "a grey banner at the bottom: ended"
+    assert (ended[100:200, 100:220] == 200).all(), "the last picture stays"
 
 
 def test_keys_quit_pause_and_snapshot(tmp_path: Path) -> None:

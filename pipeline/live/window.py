@@ -1,10 +1,11 @@
 """The `--display` sink: an OpenCV window showing every feed tiled in a grid, scaled to fit, with live overlays.
 
-Each tile shows its source's name, fps, capture-to-render latency and dropped frames, and a red banner while the
-source is down or reconnecting. Keys: `q` or Esc quit, space pauses the picture (the pipelines keep running, so
-resuming shows the present), `s` saves what is shown as a PNG. The window runs in the calling thread: Qt, the GUI
-of opencv-contrib-python on Linux, wants all of it in one thread, and aborts the process when it finds no display,
-so `check_display` looks first.
+Each tile shows its source's name, fps, capture-to-render latency and dropped frames, and a banner with the source's
+state unless all is well: amber while connecting, red while reconnecting, grey once ended. A source without a picture
+yet has its name and "connecting..." in its tile. Keys: `q` or Esc quit, space pauses the picture (the pipelines keep
+running, so resuming shows the present), `s` saves what is shown as a PNG. The window runs in the calling thread: Qt,
+the GUI of opencv-contrib-python on Linux, wants all of it in one thread, and aborts the process when it finds no
+display, so `check_display` looks first.
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ STATS_EVERY = 0.25
 """Seconds between redraws of the overlays when no new frame arrived (a stalled source still updates)."""
 HEALTHY = ("live", "playing")
 """Source states that need no banner."""
+CONNECTING = "connecting"
+"""The state of a source never connected yet (retrying)."""
+ENDED = "ended"
+_RED, _AMBER, _GREY, _STRIP = (30, 30, 200), (0, 130, 220), (90, 90, 90), (40, 40, 40)
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 SYSTEM_FONTS = Path("/usr/share/fonts")
 KEY_QUIT = (ord("q"), ord("Q"), 27)
@@ -135,25 +140,45 @@ def compose(frames: Sequence[Image | None], stats: Sequence[FeedStats]) -> Image
     return canvas
 
 
+def banner(status: str) -> tuple[str, tuple[int, int, int]] | None:
+    """The banner (text, BGR colour) a tile shows for its source's `status`; None while the source is healthy."""
+    if status in HEALTHY:
+        return None
+    if status == CONNECTING:
+        return "connecting...", _AMBER
+    return status, _GREY if status == ENDED else _RED
+
+
 def draw_overlay(tile: Image, stats: FeedStats, *, waiting: bool = False) -> None:
-    """The source's name and numbers top-left; a red banner at the bottom while it is not healthy."""
+    """The source's name and numbers top-left and its state's banner at the bottom; a tile `waiting` for its first
+    picture says "connecting..." in the middle instead of the numbers (or "no picture" when it is down)."""
     scale = max(0.4, tile.shape[0] / 900)
-    _text(tile, stats.name, 0, scale, (40, 40, 40))
-    _text(tile, "waiting for the first frame" if waiting else stats.line(), 1, scale, (40, 40, 40))
-    if stats.status not in HEALTHY:
-        _text(tile, stats.status, -1, scale, (30, 30, 200))
+    _text(tile, stats.name, 0, scale, _STRIP)
+    if waiting:
+        connecting = stats.status in (*HEALTHY, CONNECTING)
+        _text(tile, "connecting..." if connecting else "no picture", None, scale * 1.5, _STRIP)
+    else:
+        _text(tile, stats.line(), 1, scale, _STRIP)
+    shown = banner(stats.status)
+    if shown is not None and not (waiting and stats.status == CONNECTING):  # the middle says so already
+        _text(tile, shown[0], -1, scale, shown[1])
 
 
-def _text(image: Image, text: str, row: int, scale: float, background: tuple[int, int, int]) -> None:
-    """One line of white text on a filled strip, in line `row` from the top (negative: from the bottom)."""
+def _text(image: Image, text: str, row: int | None, scale: float, background: tuple[int, int, int]) -> None:
+    """One line of white text on a filled strip, in line `row` from the top (negative: from the bottom; None:
+    centred)."""
     thickness = max(1, round(scale * 1.6))
     (width, height), baseline = cv2.getTextSize(text, _FONT, scale, thickness)
     pad = max(2, round(4 * scale))
     line = height + baseline + 2 * pad
-    top = row * line if row >= 0 else image.shape[0] + row * line
-    cv2.rectangle(image, (0, top), (min(image.shape[1], width + 2 * pad) - 1, top + line - 1), background,
+    if row is None:
+        top, left = (image.shape[0] - line) // 2, max(0, (image.shape[1] - width) // 2 - pad)
+    else:
+        top, left = row * line if row >= 0 else image.shape[0] + row * line, 0
+    cv2.rectangle(image, (left, top), (min(image.shape[1], left + width + 2 * pad) - 1, top + line - 1), background,
                   cv2.FILLED)
-    cv2.putText(image, text, (pad, top + pad + height), _FONT, scale, (255, 255, 255), thickness, cv2.LINE_AA)
+    cv2.putText(image, text, (left + pad, top + pad + height), _FONT, scale, (255, 255, 255), thickness,
+                cv2.LINE_AA)
 
 
 class Window:
