@@ -2,6 +2,7 @@
 
 The pipeline's last stage `publish`es every rendered frame; viewers take the newest one whenever they are ready
 and skip the rest. Publishing never waits for a viewer, so a slow window or a stalled browser cannot slow the run.
+`Changes` counts the frames of several feeds together, so one viewer thread can wait for whichever changes first.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -79,6 +81,12 @@ class Feed:
         self._latencies: deque[tuple[float, float]] = deque()  # (published at, seconds since capture)
         self._jpeg_lock = threading.Lock()
         self._jpeg: tuple[int, bytes] = (0, b"")
+        self._listeners: list[Callable[[], None]] = []
+
+    def listen(self, listener: Callable[[], None]) -> None:
+        """Call `listener` (quick, non-blocking) after every frame published from now on."""
+        with self._changed:
+            self._listeners.append(listener)
 
     def publish(self, frame: Frame) -> None:
         """Make `frame` the newest and note its capture-to-now latency; never blocks on viewers."""
@@ -92,6 +100,9 @@ class Feed:
             while self._latencies[0][0] < now - LATENCY_WINDOW:
                 self._latencies.popleft()
             self._changed.notify_all()
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener()
 
     def latest(self) -> tuple[int, Frame | None]:
         """(sequence number, newest frame); the number grows by one per published frame, 0 before the first."""
@@ -124,3 +135,30 @@ class Feed:
         return FeedStats(name=self.name, status=self._state.status, frames=frames, fps=fps, latency_p50_ms=p50,
                          latency_p95_ms=p95, dropped={name: q.dropped for name, q in self._run.queues.items()},
                          gaps=list(self._state.gaps))
+
+
+class Changes:
+    """How many frames `feeds` have published together since this was made: one wait covers every feed."""
+
+    def __init__(self, feeds: Sequence[Feed]) -> None:
+        self._changed = threading.Condition()
+        self._count = 0
+        for feed in feeds:
+            feed.listen(self._ring)
+
+    def _ring(self) -> None:
+        with self._changed:
+            self._count += 1
+            self._changed.notify_all()
+
+    @property
+    def count(self) -> int:
+        """Frames published by any of the feeds so far."""
+        with self._changed:
+            return self._count
+
+    def wait_beyond(self, seen: int, timeout: float) -> int:
+        """Wait until the count passes `seen` (some feed published) or `timeout` passes; returns the count."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._count > seen, timeout)
+            return self._count
