@@ -201,3 +201,46 @@ def test_hls_playlist_lives_slides_and_ends(tmp_path: Path) -> None:
     assert_spaced(times)
     assert times[-1] - times[0] == pytest.approx((len(times) - 1) / FPS, abs=0.01)
     assert len(times) >= 0.8 * FPS  # the last two segments: a whole one (1 s) and the one that close ended
+
+
+def test_the_cli_restreams_a_source_to_rtsp_and_hls_with_its_times(sample_clip: Path, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """`seg-video CLIP --rtsp-out URL --hls DIR`: the clip played live, annotated, published to a real RTSP server
+    end and written as an HLS playlist; both read back hold the frames at the clip's times."""
+    from seg_video.cli.main import main
+
+    port, received, folder = free_port(), tmp_path / "received.nut", tmp_path / "hls"
+    server = receiver(port, received)
+    try:
+        time.sleep(0.5)  # the receiver listens
+        code = main([str(sample_clip), "--rtsp-out", f"rtsp://user:secret@127.0.0.1:{port}/live", "--hls",
+                     str(folder), "--max-frames", "60", "--engine", "threshold"])
+        server.wait(15)
+    finally:
+        server.kill()
+    said = capsys.readouterr().err
+    assert code == 0, said
+    assert "secret" not in said and "rtsp://***@127.0.0.1" in said
+    times = frame_times(received)
+    assert len(times) >= 50, f"{len(times)} of 60 frames reached the RTSP server"
+    steps = np.diff(times[1:])
+    assert abs(float(np.median(steps)) - 1 / 30) < 0.005, "frames keep the clip's 30 fps timing"
+    playlist = folder / "0" / HLS_PLAYLIST
+    assert playlist.read_text().rstrip().endswith("#EXT-X-ENDLIST")
+    hls_times = frame_times(playlist)
+    assert len(hls_times) >= 50 and 1.7 < hls_times[-1] - hls_times[0] < 2.1
+
+
+def test_the_cli_refuses_a_restream_it_cannot_make(sample_clip: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from seg_video.cli.main import main
+
+    assert main([str(sample_clip), "--rtsp-out", "http://user:secret@host/x"]) == 2
+    assert capsys.readouterr().err.strip() == ("seg-video: error: --rtsp-out takes an rtsp:// or rtsps:// URL; got "
+                                               "http://***@host/x")
+    taken = tmp_path / "taken"
+    (taken / "0").mkdir(parents=True)
+    (taken / "0" / HLS_PLAYLIST).write_text("#EXTM3U\n")
+    assert main([str(sample_clip), "--hls", str(taken)]) == 2
+    assert capsys.readouterr().err.strip() == (f"seg-video: error: --hls is not empty: {taken} (use --overwrite to "
+                                               "write into it)")

@@ -1,4 +1,4 @@
-"""`seg-video SOURCE… --display | --serve | --output`: the live run's command line (the live job:
+"""`seg-video SOURCE… --display | --serve | --output | --rtsp-out | --hls`: the live run's command line (the live job:
 `seg_video.live.job`)."""
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ from seg_video.cli.report import (
     written,
 )
 from seg_video.core.errors import EngineError, StageFailed, UsageError
-from seg_video.core.text import one_line
+from seg_video.core.text import mask_credentials, one_line
 from seg_video.engines.base import create_engine
-from seg_video.io.paths import OutputGuard, check_output
+from seg_video.io.paths import OutputGuard, check_folder, check_output
+from seg_video.io.restream import RTSP_SCHEMES, hls_dirs, rtsp_targets
 from seg_video.io.streams import LiveInput, open_inputs, source_kind
 from seg_video.io.video import output_plan
 from seg_video.live.feed import FeedStats
@@ -32,12 +33,13 @@ from seg_video.live.window import DisplayError, check_display
 
 
 def run_live(args: argparse.Namespace, sources: list[str], output: str | None) -> int:
-    """Cameras, streams or several sources, segmented live into a window, a browser view and/or recordings."""
+    """Cameras, streams or several sources, segmented live into a window, a browser view, recordings and/or
+    restreams (RTSP, HLS)."""
     if not sources:
         raise UsageError("give a SOURCE: a camera (0, /dev/video0), a stream URL or a video file")
-    if not (args.display or args.serve is not None or output):
+    if not (args.display or args.serve is not None or output or args.rtsp_out or args.hls):
         raise UsageError("a live run needs somewhere to show or keep its pictures: --display, "
-                         "--serve [HOST:]PORT or --output FILE")
+                         "--serve [HOST:]PORT, --output FILE, --rtsp-out URL or --hls DIR")
     config = run_config(args)
     engine = create_engine(config.engine, config.engine_params)  # settings checked before any output exists
     outputs = output_paths(Path(output), len(sources)) if output else []
@@ -45,6 +47,10 @@ def run_live(args: argparse.Namespace, sources: list[str], output: str | None) -
     for path in outputs:
         check_output(path, guard, overwrite=args.overwrite)
         output_plan(path, config.output)  # a container seg-video can write, checked before anything loads
+    rtsp_out = _rtsp_targets(args.rtsp_out, len(sources))
+    hls = [] if args.hls is None else hls_dirs(Path(args.hls), len(sources))
+    if args.hls is not None:
+        check_folder(Path(args.hls), guard, overwrite=args.overwrite, flag="--hls")
     try:
         serve = None if args.serve is None else parse_address(args.serve)
         if args.token == "":
@@ -62,7 +68,8 @@ def run_live(args: argparse.Namespace, sources: list[str], output: str | None) -
                                  max_frames=args.max_frames)
             try:
                 job = LiveJob(config, inputs, LiveOptions(display=args.display, serve=serve, token=args.token,
-                                                          outputs=outputs, guard=guard), stop=stop, engine=engine)
+                                                          outputs=outputs, rtsp_out=rtsp_out, hls_dirs=hls,
+                                                          guard=guard), stop=stop, engine=engine)
             except OSError as error:
                 raise UsageError(f"cannot serve on {args.serve}: {one_line(error)}") from None
             summary = job.run()
@@ -78,9 +85,21 @@ def run_live(args: argparse.Namespace, sources: list[str], output: str | None) -
         for opened in inputs:
             opened.close()
     if not args.quiet:
-        for feed, recording in zip(summary.feeds, summary.recordings, strict=True):
+        for feed, recording, restreams in zip(summary.feeds, summary.recordings, summary.restreams, strict=True):
             print(f"{PROG}: {feed.name}: {_summary(feed, recording, summary.seconds)}", file=sys.stderr)
+            for restream in restreams:
+                print(f"{PROG}: {restream.name}: {restream.sent} frames sent, {restream.dropped} dropped, "
+                      f"{restream.reconnects} reconnects", file=sys.stderr)
     return 0
+
+
+def _rtsp_targets(url: str | None, count: int) -> list[str]:
+    """The RTSP URL of each source's restream (none without `--rtsp-out`); a URL that is not rtsp:// is refused."""
+    if url is None:
+        return []
+    if url.partition("://")[0].lower() not in RTSP_SCHEMES:
+        raise UsageError(f"--rtsp-out takes an rtsp:// or rtsps:// URL; got {mask_credentials(url)}")
+    return rtsp_targets(url, count)
 
 
 def _summary(feed: FeedStats, recording: tuple[Path, int] | None, seconds: float) -> str:

@@ -70,7 +70,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     from seg_video.live.job import plan_live
 
     positionals = [p for p in (args.input, args.output, *args.more) if p]
-    plan = plan_live(positionals, viewer=args.display or args.serve is not None, output=args.record)
+    viewer = args.display or args.serve is not None or args.rtsp_out is not None or args.hls is not None
+    plan = plan_live(positionals, viewer=viewer, output=args.record)
     if plan is None and args.record is not None:
         if args.output is not None:
             raise UsageError("give the output once: as OUTPUT or as --output FILE")

@@ -104,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--camera-fps", type=float, metavar="N", help="frame rate to ask cameras for")
     live.add_argument("--restart-engine", type=int, metavar="N",
                       help="replace an engine that fails (raises) by a new one and go on, up to N times (default 0)")
+    live.add_argument("--rtsp-out", metavar="URL",
+                      help="publish each annotated source to an RTSP server that accepts RECORD (MediaMTX…), e.g. "
+                           "rtsp://127.0.0.1:8554/cams (several sources: cams-0, cams-1, …)")
+    live.add_argument("--hls", metavar="DIR",
+                      help="write a live HLS playlist per source, DIR/N/index.m3u8 (--serve plays it too)")
     live.add_argument("--engine-per-source", action="store_true",
                       help="an engine of its own for each source, instead of one engine serving them all in batches")
     return parser

@@ -128,19 +128,19 @@ def check_output(path: Path, guard: OutputGuard, *, overwrite: bool) -> None:
         raise UsageError(f"output folder is not writable: {folder}") from None
 
 
-def check_folder(folder: Path, guard: OutputGuard, *, overwrite: bool) -> None:
-    """Refuse a label-map folder that is a file, holds an input or other files (unless `overwrite`), or cannot be
-    made."""
+def check_folder(folder: Path, guard: OutputGuard, *, overwrite: bool, flag: str = "--masks-dir") -> None:
+    """Refuse an output folder (label maps, HLS playlists; `flag` names it in messages) that is a file, holds an
+    input or other files (unless `overwrite`), or cannot be made."""
     try:
         exists = folder.exists()
     except OSError as error:  # a name too long for the file system
-        raise UsageError(f"--masks-dir {folder}: {one_line(error)}") from None
+        raise UsageError(f"{flag} {folder}: {one_line(error)}") from None
     if exists and not folder.is_dir():
-        raise UsageError(f"--masks-dir is a file, not a folder: {folder}")
+        raise UsageError(f"{flag} is a file, not a folder: {folder}")
     source = guard.holds_input(folder)
     if source is not None:
-        raise UsageError(f"--masks-dir {folder} holds the input {source}; choose another folder")
+        raise UsageError(f"{flag} {folder} holds the input {source}; choose another folder")
     if folder.is_dir() and any(folder.iterdir()) and not overwrite:
-        raise UsageError(f"--masks-dir is not empty: {folder} (use --overwrite to write into it)")
+        raise UsageError(f"{flag} is not empty: {folder} (use --overwrite to write into it)")
     if not folder.parent.is_dir():  # the path as given: `gone/../maps` cannot be made even if `maps` could
-        raise UsageError(f"--masks-dir's parent folder does not exist: {folder.parent}")
+        raise UsageError(f"{flag}'s parent folder does not exist: {folder.parent}")

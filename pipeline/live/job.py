@@ -12,6 +12,7 @@ window, Ctrl-C or a failing stage ends them all, and every recording is finalize
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -21,9 +22,11 @@ from typing import TYPE_CHECKING
 
 from seg_video.core.errors import StageFailed
 from seg_video.core.runner import Policy, Runner, RunStats
+from seg_video.core.text import mask_credentials
 from seg_video.core.types import Frame, Item
 from seg_video.engines.base import Engine, create_engine
 from seg_video.io.paths import OutputGuard
+from seg_video.io.restream import Restream
 from seg_video.io.streams import LiveInput, SourceState, source_kind
 from seg_video.io.video import VideoWriter
 from seg_video.jobs.frame_path import EngineRestarts, Inference, OwnEngine, build_stages
@@ -69,12 +72,18 @@ def output_paths(output: Path, count: int) -> list[Path]:
 
 @dataclass
 class LiveOptions:
-    """Where a live run's pictures go besides its feeds: a window, a web view, recordings (one per source)."""
+    """Where a live run's pictures go besides its feeds: a window, a web view, recordings, RTSP servers, HLS
+    folders (one of each per source)."""
 
     display: bool = False
     serve: Address | None = None
     token: str | None = None
     outputs: list[Path] = field(default_factory=list)
+    rtsp_out: list[str] = field(default_factory=list)
+    """The RTSP URL each source is published to (`seg_video.io.restream.rtsp_targets`)."""
+    hls_dirs: list[Path] = field(default_factory=list)
+    """The folder of each source's live HLS playlist (`seg_video.io.restream.hls_dirs`; made if missing), which the
+    web view also serves."""
     snapshot_dir: Path = Path(".")
     guard: OutputGuard = field(default_factory=OutputGuard)
     """Checks every recording and snapshot before it is written (the file sources are its inputs)."""
@@ -88,6 +97,8 @@ class LiveSummary:
     feeds: list[FeedStats]
     recordings: list[tuple[Path, int] | None]
     """Per source, in order: its recording's path and frame count, if it was recorded."""
+    restreams: list[list[Restream]]
+    """Per source, in order: its restreams (closed; their counts of frames sent and dropped stay readable)."""
 
 
 @dataclass(frozen=True)
@@ -103,15 +114,19 @@ class Callbacks:
 class _Publisher:
     """A live pipeline's frame sink: each rendered frame to the source's feed, its recording and the callbacks."""
 
-    def __init__(self, feed: Feed, state: SourceState, recorder: VideoWriter | None, callbacks: Callbacks) -> None:
+    def __init__(self, feed: Feed, state: SourceState, recorder: VideoWriter | None, restreams: list[Restream],
+                 callbacks: Callbacks) -> None:
         self.feed = feed
         self.recorder = recorder
+        self._restreams = restreams
         self._state = state
         self._callbacks = callbacks
 
     def write(self, item: Item) -> None:
         frame = item.output_frame()
         self.feed.publish(frame)
+        for restream in self._restreams:
+            restream.write(frame)  # never blocks: a stalled receiver costs that restream frames, not the pipeline
         if self.recorder is not None:
             self.recorder.write(frame)
         if self._callbacks.on_frame is not None:
@@ -121,21 +136,50 @@ class _Publisher:
 
     def close(self) -> None:
         self._state.status = "ended"
-        if self.recorder is not None:
-            self.recorder.close()
+        with contextlib.ExitStack() as closing:  # every output is finalized, even after one fails to
+            for restream in self._restreams:
+                closing.callback(restream.close)
+            if self.recorder is not None:
+                closing.callback(self.recorder.close)
+
+
+@dataclass(frozen=True)
+class _SourceOutputs:
+    """Where the `index`-th source's annotated frames are kept and sent besides its feed."""
+
+    options: LiveOptions
+    index: int
+
+    @property
+    def recording(self) -> Path | None:
+        return self.options.outputs[self.index] if self.options.outputs else None
+
+    def restreams(self, source: LiveInput) -> list[Restream]:
+        """The source's RTSP and HLS restreams, started (each in a thread of its own); the HLS folder is made."""
+        targets: list[str | Path] = []
+        if self.options.rtsp_out:
+            targets.append(self.options.rtsp_out[self.index])
+        if self.options.hls_dirs:
+            folder = self.options.hls_dirs[self.index]
+            folder.mkdir(parents=True, exist_ok=True)
+            targets.append(folder)
+        return [Restream(target, fps=source.fps, name=f"{source.name} → {mask_credentials(str(target))}")
+                for target in targets]
 
 
 class _Pipeline:
     """One source's run: the frame path after capture, publishing into a feed and an optional recording."""
 
     def __init__(self, source: LiveInput, inference: Inference, batch: int, config: RunConfig,
-                 stop: threading.Event, output: Path | None, guard: OutputGuard, callbacks: Callbacks) -> None:
+                 stop: threading.Event, outputs: _SourceOutputs, guard: OutputGuard, callbacks: Callbacks) -> None:
         live = source.policy is Policy.LIVE
         self.source = source
-        self.recorder = None if output is None else VideoWriter(output, config.output, fps=source.fps, guard=guard)
+        self.recorder = None if outputs.recording is None else VideoWriter(outputs.recording, config.output,
+                                                                           fps=source.fps, guard=guard)
+        self.restreams = outputs.restreams(source)
         stats = RunStats()
         self.feed = Feed(source.name, source.state, stats)
-        publisher = _Publisher(self.feed, source.state, self.recorder, callbacks)
+        publisher = _Publisher(self.feed, source.state, self.recorder, self.restreams, callbacks)
         stages = build_stages(inference, publisher, tracker=tracker_for(config.track, inference.engine.kind),
                               renderer=Renderer(config.render), batch=batch,
                               infer_timeout=config.pipeline.infer_timeout, load_timeout=config.pipeline.load_timeout)
@@ -169,10 +213,12 @@ class LiveJob:
                  engine_factory: Callable[[], Engine] | None = None,
                  on_frame: Callable[[Frame], None] | None = None, on_item: Callable[[Item], None] | None = None
                  ) -> None:
-        if options.outputs and len(options.outputs) != len(sources):
-            raise ValueError(f"{len(options.outputs)} recordings for {len(sources)} sources")
+        for given, what in ((options.outputs, "recordings"), (options.rtsp_out, "RTSP targets"),
+                            (options.hls_dirs, "HLS folders")):
+            if given and len(given) != len(sources):
+                raise ValueError(f"{len(given)} {what} for {len(sources)} sources")
         make_engine = engine_factory or (lambda: create_engine(config.engine, config.engine_params))
-        outputs: Sequence[Path | None] = options.outputs or [None] * len(sources)
+        outputs = [_SourceOutputs(options, i) for i in range(len(sources))]
         first = engine or make_engine()
         self.stop_event = stop
         self._options = options
@@ -192,7 +238,8 @@ class LiveJob:
                                      Callbacks(on_frame, on_item))
                            for source, inference, output in zip(sources, inferences, outputs, strict=True)]
         self.feeds = [pipeline.feed for pipeline in self._pipelines]
-        self.web = None if options.serve is None else WebView(self.feeds, options.serve, token=options.token)
+        self.web = None if options.serve is None else WebView(self.feeds, options.serve, token=options.token,
+                                                              hls_dirs=options.hls_dirs)
 
     def run(self) -> LiveSummary:
         """Run until every source ends, the window is closed (q/Esc) or `stop()`; raises `StageFailed`,
@@ -231,7 +278,8 @@ class LiveJob:
                 raise pipeline.failure from pipeline.failure.error
         return LiveSummary(seconds=time.perf_counter() - started, feeds=[f.stats() for f in self.feeds],
                            recordings=[None if p.recorder is None else (p.recorder.path, p.recorder.frames_written)
-                                       for p in self._pipelines])
+                                       for p in self._pipelines],
+                           restreams=[p.restreams for p in self._pipelines])
 
     def stop(self) -> None:
         """End the run from any thread: sources stop, stages finish, recordings are finalized."""
