@@ -29,5 +29,5 @@ def test_a_short_sweep_reports_every_configuration(tmp_path: Path) -> None:
         assert run["total_fps"] <= 1.1 * 30 * sources, f"no more frames than the sources offer: {where}"
         assert SECONDS <= run["seconds"] < SECONDS + 5, where
         assert run["p95_ms"] > 0 and run["peak_rss_mb"] > 50, where  # a Python with NumPy, OpenCV and PyAV
-        assert (run["mean_batch"] is None) == (mode == "per-source"), where
+        assert (run["mean_batch"] is None) == (mode == "per-source") and run["others_cores"] >= 0, where
     assert result["machine"] and "| motion | per-source | 2 |" in page.read_text(encoding="utf-8")

@@ -149,8 +149,9 @@ def run_worker(setup: Setup) -> dict[str, Any]:
 
 
 def measure(setup: Setup) -> dict[str, Any]:
-    """Run `setup` in a worker process; its figures plus its peak RSS (MB) and the load average before it ran."""
-    load = os.getloadavg()[0]
+    """Run `setup` in a worker process; its figures plus its peak RSS (MB) and the CPU that other processes used
+    meanwhile (cores, on average: how noisy the machine was)."""
+    busy, started = busy_seconds(), time.monotonic()
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(asdict(setup))]
     with tempfile.TemporaryFile() as errors, subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors) as worker:
         limit = threading.Timer(LOAD_LIMIT + setup.warmup + setup.seconds + 60, worker.kill)
@@ -169,8 +170,16 @@ def measure(setup: Setup) -> dict[str, Any]:
                                f"(exit {worker.returncode}): {last}")
     result: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
     result["peak_rss_mb"] = round(usage.ru_maxrss * 1024 / 1e6, 1)  # ru_maxrss: KiB on Linux
-    result["load_before"] = round(load, 2)
+    others = (busy_seconds() - busy - usage.ru_utime - usage.ru_stime) / (time.monotonic() - started)
+    result["others_cores"] = round(max(0.0, others), 2)
     return result
+
+
+def busy_seconds() -> float:
+    """CPU seconds the whole machine has been busy since it booted (all cores, every process: Linux /proc/stat)."""
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (
+        int(ticks) for ticks in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def scaled_footage(width: int, height: int) -> Path:
@@ -259,21 +268,23 @@ def markdown(result: dict[str, Any]) -> str:
     def number(value: float | None, digits: int = 1) -> str:
         return "–" if value is None else f"{value:.{digits}f}"
 
-    loads = [run["load_before"] for run in result["runs"]]
+    others = [run["others_cores"] for run in result["runs"]]
     lines = [
         "# Many cameras, one engine: shared engine vs an engine per source", "",
         f"Machine: {result['machine']}.  ",
         f"Sources: {result['source']}.  ",
         f"Engines: {result['engines']}.  ",
-        f"1-minute load average before each configuration: {min(loads):.2f}–{max(loads):.2f}.", "",
+        f"Other processes' CPU during each configuration (cores, on average; column others): "
+        f"{min(others):.2f}–{max(others):.2f}.", "",
         "| engine | mode | N | total fps | per-source fps (min–max) | p95 latency ms | peak RSS MB | mean batch "
-        "| engines |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| engines | others |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for run in result["runs"]:
         lines.append(f"| {run['engine']} | {run['mode']} | {run['sources']} | {run['total_fps']:.1f} "
                      f"| {min(run['source_fps']):.1f}–{max(run['source_fps']):.1f} | {number(run['p95_ms'], 0)} "
-                     f"| {run['peak_rss_mb']:.0f} | {number(run['mean_batch'], 2)} | {run['engines']} |")
+                     f"| {run['peak_rss_mb']:.0f} | {number(run['mean_batch'], 2)} | {run['engines']} "
+                     f"| {run['others_cores']:.2f} |")
     lines += ["", "## Targets", ""]
     if not result["targets"]:
         lines.append("- none from this run (they need N = 1 and 4 in both modes, or --device cuda)")
@@ -341,7 +352,7 @@ def sweep(args: argparse.Namespace, clip: Path) -> list[dict[str, Any]]:
                 print(f"{engine:<7} {mode:<10} N={n:<2} {run['total_fps']:6.1f} fps total, per source "
                       f"{min(run['source_fps']):.1f}–{max(run['source_fps']):.1f}, p95 {run['p95_ms']} ms, "
                       f"peak RSS {run['peak_rss_mb']:.0f} MB, mean batch {run['mean_batch']}, "
-                      f"{run['engines']} engine(s), load {run['load_before']}", flush=True)
+                      f"{run['engines']} engine(s), others' CPU {run['others_cores']} cores", flush=True)
                 if args.device.startswith("cuda") and min(run["source_fps"]) < SUSTAINED * FPS:
                     break
     return runs
