@@ -124,6 +124,12 @@ class Engine(ABC):
     def reset(self) -> None:
         """Forget what earlier frames taught the engine (background model, warm start): a new video begins."""
 
+    def batches_well(self) -> bool:
+        """Whether one call on several frames costs less per frame than one call each (a network on a GPU). Only
+        then does an engine shared by many sources gather a frame of each into one call by default: on a CPU a
+        batch takes as long per frame and its activations cost memory per frame."""
+        return False
+
     def for_source(self) -> Engine:
         """The engine one more source uses when several sources share this one (the live job's shared infer stage).
         An engine that learns from the frames it sees (it overrides `reset`) gets a twin with the same settings and

@@ -83,11 +83,11 @@ def assert_same(shared: Segmentation, own: Segmentation, where: str) -> None:
 
 @pytest.mark.parametrize("name", ["threshold", "motion"])
 def test_four_files_through_one_engine_match_each_alone(clips: list[Path], name: str) -> None:
-    """`threshold` keeps no state: one engine serves all four in batches. `motion` learns a background: each
-    source gets its own (a shared one would mix four scenes' backgrounds and differ from the runs alone)."""
+    """`threshold` keeps no state: one engine serves all four, in batches of four. `motion` learns a background:
+    each source gets its own (a shared one would mix four scenes' backgrounds and differ from the runs alone)."""
     factory = Counted(name)
 
-    job, results = run_live(clips, run_config(name), factory)
+    job, results = run_live(clips, run_config(name, sections={"pipeline": {"batch": 4}}), factory)
 
     assert factory.built == 1, "one engine for four sources"
     assert job.shared is not None and job.shared.stats.frames == len(results)
@@ -104,7 +104,8 @@ def test_a_batched_network_gives_each_source_its_own_result(clips: list[Path]) -
     """FCN (random weights, small input) on four sources in batches of up to four: each frame's label map is the
     one the same network gives that frame alone."""
     params = {"weights": "none", "device": "cpu", "min_size": 64}
-    job, results = run_live(clips, run_config("fcn", settings=params), Counted("fcn", **params))
+    config = run_config("fcn", settings=params, sections={"pipeline": {"batch": 4}})
+    job, results = run_live(clips, config, Counted("fcn", **params))
 
     assert job.shared is not None and job.shared.stats.mean_batch > 1.5
     for clip in clips:
@@ -112,6 +113,16 @@ def test_a_batched_network_gives_each_source_its_own_result(clips: list[Path]) -
             shared_map, own_map = results[str(clip), index].label_map, segmentation.label_map
             assert shared_map is not None and own_map is not None
             assert (shared_map == own_map).mean() > 0.999, f"{clip.name} frame {index}"
+
+
+def test_on_a_cpu_the_shared_engine_takes_one_frame_per_call(clips: list[Path]) -> None:
+    """A network on a CPU takes as long per frame in a batch and costs memory per frame: by default the shared
+    engine serves the sources one frame at a time, in turn."""
+    params = {"weights": "none", "device": "cpu", "min_size": 64}
+    job, results = run_live(clips, run_config("fcn", settings=params), Counted("fcn", **params))
+
+    assert job.shared is not None and job.shared.batch == 1 and job.shared.stats.mean_batch == 1
+    assert len(results) == sum(len(alone(clip, "threshold")) for clip in clips)
 
 
 def test_engine_per_source_builds_one_engine_each(clips: list[Path]) -> None:

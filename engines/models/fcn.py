@@ -103,19 +103,24 @@ class FCNEngine(TorchEngine):
         """Upload, then the official transform on the device: the model's input for this frame."""
         return self._transform(self.upload(frame))
 
-    @torch.inference_mode()
     def infer(self, frames: Sequence[Frame], prepared: Sequence[Tensor]) -> list[Segmentation]:
-        """One forward per run of same-sized frames in the batch (all of it, for a video)."""
+        """`observe`, then `finish` for each frame."""
+        return [self.finish(frame, logits) for frame, logits in zip(frames, self.observe(frames, prepared),
+                                                                      strict=True)]
+
+    @torch.inference_mode()
+    def observe(self, frames: Sequence[Frame], prepared: Sequence[Tensor]) -> list[Tensor]:
+        """The network alone: one forward per run of same-sized frames in the batch (all of it, for a video); each
+        frame's logits at the input size. The per-frame rest runs in `finish`, beside the next forward."""
         model = self.loaded_model()
-        results: list[Segmentation] = []
+        results: list[Tensor] = []
         with self.running(prepared):
             for _, run in groupby(zip(frames, prepared, strict=True), key=lambda item: item[0].size):
-                items = list(run)
-                logits = model(torch.stack([image for _, image in items]))["out"]
-                results.extend(self._segmentation(frame, out) for (frame, _), out in zip(items, logits, strict=True))
+                results.extend(model(torch.stack([image for _, image in run]))["out"])
         return results
 
-    def _segmentation(self, frame: Frame, logits: Tensor) -> Segmentation:
+    @torch.inference_mode()
+    def finish(self, frame: Frame, logits: Tensor) -> Segmentation:
         """One frame's logits (classes, h, w) as a label map or as per-class instances, at the frame's size."""
         height, width = frame.size
         # channels last: the resize and the argmax read each pixel's class scores as one run (~5x faster on a CPU)

@@ -231,6 +231,10 @@ class TorchEngine(Engine):
             raise RuntimeError(f"{self.name}: infer() called before load()")
         return self._model
 
+    def batches_well(self) -> bool:
+        """On a GPU: a batch fills the device that one frame leaves mostly idle."""
+        return self.device.type == "cuda"
+
     def upload(self, frame: Frame) -> Tensor:
         """The frame as RGB uint8 (3,H,W) on the device: one (pinned, asynchronous) copy, channels swapped there."""
         image = torch.from_numpy(np.ascontiguousarray(frame.image))

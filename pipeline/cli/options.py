@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     other = parser.add_argument_group("pipeline, rendering and output")
     other.add_argument("--batch", type=int, metavar="N",
-                       help="frames per inference call (default: 1 for a file; for live sources sharing an engine, "
+                       help="frames per inference call (default: 1; for live sources sharing a network on a GPU, "
                             "one per source, up to 16)")
     other.add_argument("--queue-size", type=int, metavar="N", help="bound of each queue between stages")
     other.add_argument("--infer-timeout", type=float, metavar="S",

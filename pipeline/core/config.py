@@ -36,8 +36,8 @@ class PipelineSettings:
     queue_size: int = 8
     policy: Literal["auto", "lossless", "live"] = "auto"
     batch: int = 0
-    """Frames per inference call; 0: automatic (1 for a file; for live sources sharing an engine, one per source, up
-    to AUTO_BATCH)."""
+    """Frames per inference call; 0: automatic (1 for a file; for live sources sharing an engine that batches well,
+    a network on a GPU, one per source, up to AUTO_BATCH)."""
     infer_timeout: float = 120.0
     """Seconds one inference call may take before the run is stopped as hung (0: no limit); generous for a big
     network on a CPU."""

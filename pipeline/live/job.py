@@ -230,7 +230,8 @@ class LiveJob:
                           for own, source, name in zip([first] + [make_engine() for _ in sources[1:]], sources,
                                                        (source.name for source in sources), strict=True)]
         else:
-            self.shared = SharedEngine(first, batch=config.pipeline.frames_per_call(len(sources)),
+            gathered = len(sources) if first.batches_well() else 1
+            self.shared = SharedEngine(first, batch=config.pipeline.frames_per_call(gathered),
                                        gather=config.live.gather_ms / 1000,
                                        restarts=_restarts(config, make_engine, _shared_name(sources)))
             inferences = [self.shared.link(source.name, stop) for source in sources]
