@@ -79,7 +79,8 @@ def test_live_latency_stays_flat_where_lossless_grows() -> None:
     live = [p.latency for p in published.of("live")]
     first, last = quarters(live)
     assert last <= 1.5 * first + FRAME_INTERVAL, f"live latency grew: {first:.3f} s → {last:.3f} s"
-    assert summary.feeds[0].dropped["infer"] > 0
+    dropped = summary.feeds[0].dropped
+    assert dropped["preprocess"] > 0 and dropped["infer"] == 0, "stale frames are dropped before they are prepared"
     assert len(live) + summary.feeds[0].dropped_total == 75
     assert published.of("live")[-1].index == 74  # the newest frame always gets through
 
@@ -126,7 +127,7 @@ def test_stream_on_loopback_drops_stale_frames_and_keeps_latency_bounded(udp_str
     first, last = quarters(latencies)
     assert last <= 1.5 * first + FRAME_INTERVAL, f"latency grew: {first:.3f} s → {last:.3f} s"
     stats = job.feeds[0].stats()
-    assert stats.dropped["infer"] > 0
+    assert stats.dropped["preprocess"] > 0 and stats.dropped["infer"] == 0
     assert stats.frames == len(latencies)
 
 

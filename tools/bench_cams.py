@@ -40,6 +40,7 @@ from _machine import machine_line
 from footage import FootageUnavailable, cache_folder, fetch
 
 from seg_video.api import run_config
+from seg_video.core.memory import reuse_large_buffers
 from seg_video.core.runner import Policy
 from seg_video.core.types import Frame
 from seg_video.engines.base import Engine, create_engine
@@ -70,6 +71,8 @@ class Setup:
     seconds: float
     warmup: float
     settings: dict[str, Any] = field(default_factory=dict)
+    batch: int = 0
+    """Frames per inference call (`pipeline.batch`; 0: automatic)."""
 
 
 class Counted:
@@ -95,7 +98,9 @@ def looped(clip: Path, name: str) -> Iterator[Frame]:
 
 
 def run_worker(setup: Setup) -> dict[str, Any]:
-    """Run one configuration in this process: its rendered-frame figures over the measured window."""
+    """Run one configuration in this process (its allocator set as the seg-video command sets it): its
+    rendered-frame figures over the measured window."""
+    reuse_large_buffers()
     names = [f"cam{i}" for i in range(setup.sources)]
     stop = threading.Event()
     rendered: list[tuple[str, float, float]] = []  # (source, rendered at, capture-to-render seconds)
@@ -112,7 +117,8 @@ def run_worker(setup: Setup) -> dict[str, Any]:
 
     factory = Counted(setup.engine, setup.settings)
     config = run_config(setup.engine, settings=setup.settings,
-                        sections={"live": {"engine_per_source": MODES[setup.mode]}})
+                        sections={"live": {"engine_per_source": MODES[setup.mode]},
+                                  "pipeline": {"batch": setup.batch}})
     inputs = [LiveInput(name, paced(looped(Path(setup.clip), name)), Policy.LIVE, float(FPS)) for name in names]
     job = LiveJob(config, inputs, LiveOptions(), stop=stop, engine_factory=factory, on_frame=note)
     window: list[tuple[float, int, int]] = []  # (time, shared calls, shared frames) at the start and the end
@@ -318,6 +324,8 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds left out after every source's first frame")
     parser.add_argument("--size", type=frame_size, default=None, help="WxH of every source (640x360; cuda: 1920x1080)")
     parser.add_argument("--sample", action="store_true", help="play the sample clip instead of real footage")
+    parser.add_argument("--batch", type=int, default=0,
+                        help="frames per inference call (default 0: automatic, as seg-video chooses)")
     parser.add_argument("--device", default="cpu", help="FCN's device: cpu, or cuda for the GPU sweep")
     parser.add_argument("--min-size", type=int, default=None, help="FCN's input short side (160; cuda: 520)")
     parser.add_argument("--backend", default=None, help="FCN's backend (torch; cuda: torch-compiled)")
@@ -347,7 +355,7 @@ def sweep(args: argparse.Namespace, clip: Path) -> list[dict[str, Any]]:
         for mode in args.modes.split(","):
             for n in args.sources:
                 run = measure(Setup(engine, mode, n, str(clip), args.seconds, args.warmup,
-                                    engine_settings(engine, args)))
+                                    engine_settings(engine, args), args.batch))
                 runs.append(run)
                 print(f"{engine:<7} {mode:<10} N={n:<2} {run['total_fps']:6.1f} fps total, per source "
                       f"{min(run['source_fps']):.1f}–{max(run['source_fps']):.1f}, p95 {run['p95_ms']} ms, "

@@ -65,6 +65,8 @@ class StageQueue:
         self._queue: queue.Queue[Item | _End] = queue.Queue(maxsize)
         self._stop = stop
         self._lock = threading.Lock()
+        self._demand = threading.Condition()
+        self._waiting = 0  # consumers blocked in `get` on an empty queue
         self.dropped = 0
         self.high_water = 0
 
@@ -93,16 +95,35 @@ class StageQueue:
     def get(self, timeout: float | None = None) -> Item | _End:
         """Dequeue, waiting at most `timeout` seconds (forever if None). Raises `Stopped` or `queue.Empty`."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            if self._stop.is_set():
-                raise Stopped
-            wait = POLL_SECONDS if deadline is None else min(POLL_SECONDS, deadline - time.monotonic())
-            if wait <= 0:
-                raise queue.Empty
-            try:
-                return self._queue.get(timeout=wait)
-            except queue.Empty:
-                continue
+        try:
+            return self._queue.get_nowait()
+        except queue.Empty:
+            pass
+        with self._demand:
+            self._waiting += 1
+            self._demand.notify_all()
+        try:
+            while True:
+                if self._stop.is_set():
+                    raise Stopped
+                wait = POLL_SECONDS if deadline is None else min(POLL_SECONDS, deadline - time.monotonic())
+                if wait <= 0:
+                    raise queue.Empty
+                try:
+                    return self._queue.get(timeout=wait)
+                except queue.Empty:
+                    continue
+        finally:
+            with self._demand:
+                self._waiting -= 1
+
+    def wait_for_demand(self) -> None:
+        """Wait until the consumer is waiting for an item on this (empty) queue. Raises `Stopped`."""
+        with self._demand:
+            while not (self._waiting and self._queue.empty()):
+                if self._stop.is_set():
+                    raise Stopped
+                self._demand.wait(POLL_SECONDS)
 
     def qsize(self) -> int:
         """Items waiting now."""
@@ -295,7 +316,11 @@ class Runner:
                 self._busy.pop(stage.name, None)
             limit = stage.setup_timeout if stage.setup is not None else stage.timeout  # the first call warms up
             finished = False
+            on_demand = stage.on_demand and outbox is not None and outbox.policy is Policy.LIVE
             while not finished:
+                if on_demand:
+                    assert outbox is not None
+                    outbox.wait_for_demand()
                 first = inbox.get()
                 if isinstance(first, _End):
                     break

@@ -28,3 +28,7 @@ class Stage:
     """Seconds one `process` call may take before the watchdog fails the run; None: no limit."""
     setup_timeout: float | None = None
     """Seconds `setup` may take, and the first `process` call too (warm-up: lazy compilation, autotuning)."""
+    on_demand: bool = False
+    """Under the live policy, take the next item only once the next stage waits for one: work on frames that would be
+    dropped downstream is never done, and what it hands on is the newest frame (preprocessing, when inference is
+    slower than the source)."""

@@ -195,7 +195,7 @@ def build_stages(inference: Inference, sink: FrameSink, *, tracker: Tracker | No
             close_exports()
 
     stages = [
-        Stage("preprocess", preprocess),
+        Stage("preprocess", preprocess, on_demand=True),
         Stage("infer", infer, batch_size=batch, setup=inference.start, teardown=inference.stop,
               timeout=infer_timeout or None, setup_timeout=load_timeout or None),
     ]
