@@ -41,7 +41,7 @@ from footage import FootageUnavailable, cache_folder, fetch
 
 from seg_video.api import run_config
 from seg_video.core.memory import reuse_large_buffers
-from seg_video.core.runner import Policy
+from seg_video.core.runner import Policy, RunStats
 from seg_video.core.types import Frame
 from seg_video.engines.base import Engine, create_engine
 from seg_video.io.sample import write_sample_clip
@@ -151,7 +151,20 @@ def run_worker(setup: Setup) -> dict[str, Any]:
         "p95_ms": round(float(np.percentile(latencies, 95)), 1) if len(measured) else None,
         "mean_batch": round((frames1 - frames0) / (calls1 - calls0), 2) if calls1 > calls0 else None,
         "engines": factory.built,
+        "stage_ms": stage_times(job.run_stats),
     }
+
+
+def stage_times(runs: Sequence[RunStats]) -> dict[str, float]:
+    """Milliseconds each stage spent per frame it handled, over the whole run and every source: where the time went
+    (infer includes the wait for the shared engine)."""
+    totals: dict[str, list[float]] = {}
+    for run in runs:
+        for name, stage in run.stages.items():
+            spent = totals.setdefault(name, [0.0, 0.0])
+            spent[0] += stage.busy_seconds
+            spent[1] += stage.items
+    return {name: round(1000 * seconds / items, 1) for name, (seconds, items) in totals.items() if items}
 
 
 def measure(setup: Setup) -> dict[str, Any]:
@@ -360,7 +373,8 @@ def sweep(args: argparse.Namespace, clip: Path) -> list[dict[str, Any]]:
                 print(f"{engine:<7} {mode:<10} N={n:<2} {run['total_fps']:6.1f} fps total, per source "
                       f"{min(run['source_fps']):.1f}–{max(run['source_fps']):.1f}, p95 {run['p95_ms']} ms, "
                       f"peak RSS {run['peak_rss_mb']:.0f} MB, mean batch {run['mean_batch']}, "
-                      f"{run['engines']} engine(s), others' CPU {run['others_cores']} cores", flush=True)
+                      f"{run['engines']} engine(s), others' CPU {run['others_cores']} cores; ms per frame by stage "
+                      f"{run['stage_ms']}", flush=True)
                 if args.device.startswith("cuda") and min(run["source_fps"]) < SUSTAINED * FPS:
                     break
     return runs
