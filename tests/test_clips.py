@@ -14,8 +14,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from seg_video.core.events import Event, EventType
-from seg_video.core.types import MILLISECONDS, Frame
+from seg_video.core.types import MILLISECONDS, Event, EventType, Frame
 from seg_video.io.clips import ClipSettings, ClipTrigger, EventClips, parse_trigger
 
 FPS = 30

@@ -20,7 +20,7 @@ import pytest
 from live_helpers import free_port, need, wait_until
 from paho.mqtt.enums import CallbackAPIVersion
 
-from seg_video.core.events import Event
+from seg_video.core.types import Event
 from seg_video.io.events import EventSink, JsonLines, Mqtt, SinkCounts, Webhook, open_sinks
 
 SEND_LIMIT = 0.010

@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 
 import seg_video
-from seg_video.core.events import Event
-from seg_video.core.types import ClassTable, Frame, Segmentation
+from seg_video.core.types import ClassTable, Event, Frame, Segmentation
 from seg_video.io.walkers import Walker, WalkersScene, write_walkers_clip
 from seg_video.stages.watch import LINE_COLOUR, Line, Watch, WatchSettings, Zone, parse_line, parse_zone
 

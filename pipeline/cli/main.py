@@ -27,10 +27,14 @@ from seg_video.cli.report import (
     stop_signals,
     written,
 )
+from seg_video.cli.watching import watch_plan, watch_summary
+from seg_video.core.config import RunConfig
 from seg_video.core.errors import ConfigError, EngineError, MediaError, StageFailed, UsageError
 from seg_video.core.memory import reuse_large_buffers
-from seg_video.engines.base import create_engine, engines
+from seg_video.engines.base import Engine, create_engine, engines
+from seg_video.io.paths import OutputGuard
 from seg_video.jobs.annotate import annotation_job
+from seg_video.jobs.watching import WatchPlan
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -85,19 +89,31 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _annotate(args: argparse.Namespace) -> int:
     """The file run: `seg_video.annotate` with a progress bar, and its outcome as one line."""
-    from seg_video.cli.progress import Progress
-
     if args.no_video and args.output:
         raise UsageError(f"--no-video writes no video: drop OUTPUT ({args.output}) or --no-video")
     if args.no_video and not (args.coco or args.masks_dir):
         raise UsageError("--no-video needs --coco FILE.json and/or --masks-dir DIR (else nothing is written)")
+    if args.clips is not None:
+        raise UsageError("--clips works on live sources (cameras, streams, files played with --serve/--display)")
     config = run_config(args)
     engine = create_engine(config.engine, config.engine_params)  # settings checked before any output exists
     output = Path(args.output) if args.output else None
+    watching = watch_plan(args, config, engine.classes, OutputGuard([Path(args.input)]), sources=1)
+    try:
+        return _annotate_watched(args, config, engine, output, watching)
+    finally:
+        watching.close()
+
+
+def _annotate_watched(args: argparse.Namespace, config: RunConfig, engine: Engine, output: Path | None,
+                      watching: WatchPlan) -> int:
+    """The file run once its watching is set up (its sinks started)."""
+    from seg_video.cli.progress import Progress
+
     job = annotation_job(Path(args.input), output, config, engine, owned=True,
                          coco=Path(args.coco) if args.coco else None,
                          masks_dir=Path(args.masks_dir) if args.masks_dir else None, overwrite=args.overwrite,
-                         max_frames=args.max_frames)
+                         max_frames=args.max_frames, watch=watching)
     progress = Progress(job.total_frames, enabled=False if args.quiet else None)
     job.watch(progress.update)
     written_to = output or Path(args.coco or args.masks_dir)
@@ -121,6 +137,8 @@ def _annotate(args: argparse.Namespace) -> int:
         outputs = ", ".join(str(path) for path in (output, args.coco, args.masks_dir) if path)
         print(f"{PROG}: {summary.frames} frames in {summary.seconds:.1f} s ({summary.fps:.1f} fps{dropped}) "
               f"→ {outputs}", file=sys.stderr)
+        for line in watch_summary(watching, [job.watching]):
+            print(line, file=sys.stderr)
     return 0
 
 

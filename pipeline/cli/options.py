@@ -111,7 +111,33 @@ def build_parser() -> argparse.ArgumentParser:
                       help="write a live HLS playlist per source, DIR/N/index.m3u8 (--serve plays it too)")
     live.add_argument("--engine-per-source", action="store_true",
                       help="an engine of its own for each source, instead of one engine serving them all in batches")
+    add_watch_options(parser)
     return parser
+
+
+def add_watch_options(parser: argparse.ArgumentParser) -> None:
+    """Lines, zones, their events out, privacy masking, the heatmap and clips on events."""
+    watch = parser.add_argument_group("watch: counting lines and zones, events out, privacy, heatmap, clips")
+    watch.add_argument("--line", action="append", default=[], metavar="NAME:X1,Y1,X2,Y2",
+                       help="count tracks crossing this line (source pixels; in = from its left to its right, "
+                            "facing from its start to its end); repeatable")
+    watch.add_argument("--zone", action="append", default=[], metavar="NAME:X1,Y1,X2,Y2,X3,Y3,...",
+                       help="a polygon: tracks entering and leaving it, and how much of it masks cover; repeatable")
+    watch.add_argument("--occupancy-period", type=float, metavar="S",
+                       help="seconds between zone_occupancy events (default 1; 0: every frame)")
+    watch.add_argument("--events", metavar="FILE.jsonl", help="write every event as a line of JSON")
+    watch.add_argument("--webhook", metavar="URL", help="POST every event as JSON to this http(s) URL")
+    watch.add_argument("--mqtt", metavar="mqtt://[USER:PASS@]HOST[:PORT]/TOPIC",
+                       help="publish every event to an MQTT broker (QoS 1)")
+    watch.add_argument("--blur", metavar="CLASSES", help="mask these classes in every output, e.g. person")
+    watch.add_argument("--blur-style", choices=("blur", "pixelate", "fill"), help="how to mask (default blur)")
+    watch.add_argument("--heatmap", metavar="FILE.png", help="where the chosen classes' masks were over the run")
+    watch.add_argument("--heatmap-classes", metavar="CLASSES", help="the heatmap's classes (default: all)")
+    watch.add_argument("--clips", metavar="DIR", help="live runs: save an annotated clip around each --clip-on event")
+    watch.add_argument("--clip-on", action="append", default=[], metavar="TYPE[:NAME]",
+                       help="the events that make clips: line_cross, zone_enter, zone_exit (e.g. line_cross:door)")
+    watch.add_argument("--pre-roll", type=float, metavar="S", help="seconds kept before the event (default 5)")
+    watch.add_argument("--post-roll", type=float, metavar="S", help="seconds kept after the event (default 5)")
 
 
 def add_engine_options(parser: argparse.ArgumentParser, title: str) -> None:
@@ -170,12 +196,14 @@ def engine_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def section_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """Pipeline/render/output settings given on the command line, by table."""
-    tables: dict[str, dict[str, Any]] = {"pipeline": {}, "render": {}, "output": {}, "live": {}, "track": {}}
+    tables: dict[str, dict[str, Any]] = {"pipeline": {}, "render": {}, "output": {}, "live": {}, "track": {},
+                                         "watch": {}, "privacy": {}, "heatmap": {}}
     for item in args.set:
         key, value = _key_value(item, "--set")
         table, _, field_name = key.partition(".")
         if table not in tables or not field_name:
-            raise UsageError(f"--set {item}: the key must be pipeline.X, render.X, output.X, live.X or track.X")
+            raise UsageError(f"--set {item}: the key must be pipeline.X, render.X, output.X, live.X, track.X, "
+                             "watch.X, privacy.X or heatmap.X")
         tables[table][field_name] = value
     flags = {("pipeline", "batch"): args.batch, ("pipeline", "queue_size"): args.queue_size,
              ("pipeline", "infer_timeout"): args.infer_timeout, ("live", "engine_restarts"): args.restart_engine,
@@ -197,6 +225,13 @@ def section_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         tables["render"]["fps_overlay"] = True
     if args.engine_per_source:
         tables["live"]["engine_per_source"] = True
+    for flag, table, key in (("blur", "privacy", "classes"), ("heatmap_classes", "heatmap", "classes")):
+        if getattr(args, flag):
+            tables[table][key] = tuple(name.strip() for name in getattr(args, flag).split(",") if name.strip())
+    if args.blur_style:
+        tables["privacy"]["style"] = args.blur_style
+    if args.occupancy_period is not None:
+        tables["watch"]["occupancy_period"] = args.occupancy_period
     if args.semantic in ("overlay", "labels"):
         tables["render"]["semantic"] = args.semantic
     return tables

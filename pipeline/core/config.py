@@ -25,6 +25,8 @@ from seg_video.core.errors import ConfigError
 from seg_video.core.settings import from_mapping
 
 DEFAULT_ENGINE = "motion"
+WATCH_TABLES = ("watch", "privacy", "heatmap")
+"""The watch stage's tables (`WatchConfig`)."""
 AUTO_BATCH = 16
 """The most frames an automatic batch gathers from sources sharing an engine."""
 
@@ -207,6 +209,20 @@ class LiveSettings:
 
 
 @dataclass
+class WatchConfig:
+    """What the watch stage looks for and keeps, as the config gives it: the `[watch]` table (anchor,
+    hysteresis_px, occupancy_period, lost_seconds), the `[[lines]]` (name, start = [x, y], end = [x, y], classes)
+    and `[[zones]]` (name, points = [[x, y], …], classes) arrays, the `[privacy]` table (classes, style, dilate,
+    strength) and the `[heatmap]` table (classes, scale); `seg_video.jobs.watching` checks them."""
+
+    settings: dict[str, Any] = field(default_factory=dict)
+    lines: list[Any] = field(default_factory=list)
+    zones: list[Any] = field(default_factory=list)
+    privacy: dict[str, Any] = field(default_factory=dict)
+    heatmap: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class RunConfig:
     """Everything one run needs besides its input and output paths."""
 
@@ -217,6 +233,7 @@ class RunConfig:
     output: EncoderSettings = field(default_factory=EncoderSettings)
     live: LiveSettings = field(default_factory=LiveSettings)
     track: TrackSettings = field(default_factory=TrackSettings)
+    watch: WatchConfig = field(default_factory=WatchConfig)
 
 
 def preset_names() -> list[str]:
@@ -261,10 +278,10 @@ def build_config(
 ) -> RunConfig:
     """Check a parsed config and apply overrides: an engine name (one of `engines`, the registered names), engine
     settings, other tables' settings."""
-    unknown = set(data) - {"engine", "pipeline", "render", "output", "live", "track"}
+    unknown = set(data) - {"engine", "pipeline", "render", "output", "live", "track", *WATCH_TABLES, "lines", "zones"}
     if unknown:
         raise ConfigError(f"unknown config table [{sorted(unknown)[0]}] (known: engine, pipeline, render, output, "
-                          "live, track)")
+                          "live, track, watch, privacy, heatmap, [[lines]], [[zones]])")
     engine_table = _table(data, "engine")
     engine_name = engine or engine_table.get("name", DEFAULT_ENGINE)
     if not isinstance(engine_name, str) or engine_name not in engines:
@@ -278,6 +295,7 @@ def build_config(
     overrides = sections or {}
     merged = {name: {**_table(data, name), **overrides.get(name, {})}
               for name in ("pipeline", "render", "output", "live", "track")}
+    watched = {name: {**_table(data, name), **overrides.get(name, {})} for name in WATCH_TABLES}
     return RunConfig(
         engine=engine_name,
         engine_params=params,
@@ -286,7 +304,16 @@ def build_config(
         output=from_mapping(EncoderSettings, merged["output"], "output"),
         live=from_mapping(LiveSettings, merged["live"], "live"),
         track=from_mapping(TrackSettings, merged["track"], "track"),
+        watch=WatchConfig(settings=watched["watch"], privacy=watched["privacy"], heatmap=watched["heatmap"],
+                          lines=_array(data, "lines"), zones=_array(data, "zones")),
     )
+
+
+def _array(data: Mapping[str, Any], name: str) -> list[Any]:
+    array = data.get(name, [])
+    if not isinstance(array, list):
+        raise ConfigError(f"[[{name}]] must be an array of tables")
+    return array
 
 
 def _table(data: Mapping[str, Any], name: str) -> Mapping[str, Any]:

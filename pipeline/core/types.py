@@ -1,5 +1,6 @@
-"""The values that flow through the pipeline: captured frames, their segmentations, and the per-frame record the
-stages hand each other.
+"""The values that flow through the pipeline: captured frames, their segmentations, the per-frame record the
+stages hand each other, and the events the watch stage reports (their JSON form is the contract every event sink
+and the clips on events share).
 
 Colour order: every `Frame.image` in seg-video is **BGR**, H×W×3 uint8 (OpenCV's order), from capture to sink.
 """
@@ -8,9 +9,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from fractions import Fraction
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -257,6 +258,7 @@ class Item:
     `prepared` is the engine's input made by the preprocess stage (released once inference has used it),
     `observed` what an engine that finishes its work in a stage of its own observed (see `Engine.finish`),
     `segmentation` what inference (then tracking) found, `rendered` the annotated picture (BGR, the frame's size),
+    `events` what the watch stage saw happen in the frame (lines crossed, zones entered, left, filled),
     `timings` the seconds each stage spent on this frame (its share of a batch).
     """
 
@@ -265,6 +267,7 @@ class Item:
     observed: Any = None
     segmentation: Segmentation | None = None
     rendered: npt.NDArray[np.uint8] | None = None
+    events: list[Event] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -283,3 +286,45 @@ class Item:
         image = self.frame.image if self.rendered is None else self.rendered
         return Frame(index=self.frame.index, image=image, pts=self.frame.pts, time_base=self.frame.time_base,
                      source_id=self.frame.source_id, captured_at=self.frame.captured_at)
+
+EventType = Literal["line_cross", "zone_enter", "zone_exit", "zone_occupancy"]
+EVENT_TYPES: tuple[EventType, ...] = ("line_cross", "zone_enter", "zone_exit", "zone_occupancy")
+Direction = Literal["in", "out"]
+
+
+@dataclass(frozen=True)
+class Event:
+    """One event in a source's timeline. `time` is the frame's time in seconds (its pts), `source` the source's
+    name; `line` and `direction` are set for `line_cross`, `zone` for the zone events, `track_id` and `class_name`
+    for the events of one tracked instance, `occupancy` (0..1, the zone's area covered by masks) and `count`
+    (tracked instances inside) for `zone_occupancy`."""
+
+    type: EventType
+    frame: int
+    time: float
+    source: str
+    track_id: int | None = None
+    class_name: str | None = None
+    line: str | None = None
+    direction: Direction | None = None
+    zone: str | None = None
+    occupancy: float | None = None
+    count: int | None = None
+
+    @property
+    def name(self) -> str:
+        """The line's or zone's name."""
+        return self.line or self.zone or ""
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object of the contract: the fields that are set, `class_name` as `class`, time in seconds
+        rounded to milliseconds and occupancy to 0.1 %."""
+        data: dict[str, Any] = {}
+        for member in fields(self):
+            value = getattr(self, member.name)
+            if value is None:
+                continue
+            if member.name in ("time", "occupancy"):
+                value = round(value, 3)
+            data["class" if member.name == "class_name" else member.name] = value
+        return data

@@ -30,9 +30,8 @@ import av.container
 import av.video.frame
 
 from seg_video.core.errors import WriteError
-from seg_video.core.events import EVENT_TYPES, Event, EventType
 from seg_video.core.text import mask_credentials, one_line
-from seg_video.core.types import MILLISECONDS, Frame
+from seg_video.core.types import EVENT_TYPES, MILLISECONDS, Event, EventType, Frame
 from seg_video.io.video import FALLBACK_FPS, H264, fit
 
 log = logging.getLogger(__name__)

@@ -29,8 +29,8 @@ from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
-from seg_video.core.events import Event
 from seg_video.core.text import mask_credentials, one_line
+from seg_video.core.types import Event
 
 log = logging.getLogger(__name__)
 

@@ -27,6 +27,7 @@ from seg_video.stages.track import tracker_for
 if TYPE_CHECKING:
     from seg_video.core.config import RunConfig
     from seg_video.engines.base import Engine
+    from seg_video.jobs.watching import WatchPlan, WatchStep
 
 
 @dataclass
@@ -93,18 +94,20 @@ class AnnotateJob:
 
     def __init__(self, config: RunConfig, source: VideoSource, output: Path | None, engine: Engine, *, owned: bool,
                  exports: Sequence[Export] = (), on_frame: Callable[[int], None] | None = None,
-                 guard: OutputGuard | None = None) -> None:
+                 guard: OutputGuard | None = None, watch: WatchStep | None = None) -> None:
         info = source.info
         writer = None if output is None else VideoWriter(output, config.output, fps=info.fps, time_base=info.time_base,
                                                          audio_from=info.path,
                                                          guard=guard or OutputGuard([Path(info.path)]))
         self.source = source
+        self.watching = watch
+        """The run's lines, zones, privacy and heatmap (None: nothing watched)."""
         self._output = FileOutput(writer, on_frame)
         batch = config.pipeline.frames_per_call()
         stages = build_stages(OwnEngine(engine, batch=batch, owned=owned), self._output,
                               tracker=tracker_for(config.track, engine.kind),
                               renderer=None if output is None else Renderer(config.render), batch=batch,
-                              exports=exports,
+                              exports=exports, watch=watch,
                               infer_timeout=config.pipeline.infer_timeout, load_timeout=config.pipeline.load_timeout)
         policy = Policy.LIVE if config.pipeline.policy == "live" else Policy.LOSSLESS
         self.runner = Runner(source, stages, queue_size=config.pipeline.queue_size, policy=policy)
@@ -137,7 +140,7 @@ class AnnotateJob:
 
 def annotation_job(source: Path, output: Path | None, config: RunConfig, engine: Engine, *, owned: bool,
                    coco: Path | None = None, masks_dir: Path | None = None, overwrite: bool = False,
-                   max_frames: int | None = None) -> AnnotateJob:
+                   max_frames: int | None = None, watch: WatchPlan | None = None) -> AnnotateJob:
     """Check every path (nothing is written yet: `UsageError` says what is wrong), open the input (`MediaError`), and
     assemble the job. An existing output is replaced only with `overwrite`; no output is ever the input."""
     if output is None and coco is None and masks_dir is None:
@@ -157,4 +160,5 @@ def annotation_job(source: Path, output: Path | None, config: RunConfig, engine:
         check_folder(masks_dir, guard, overwrite=overwrite)
     video = VideoSource(source, max_frames=max_frames)
     exports = annotation_exports(config, video, guard, coco=coco, masks_dir=masks_dir)
-    return AnnotateJob(config, video, output, engine, owned=owned, exports=exports, guard=guard)
+    return AnnotateJob(config, video, output, engine, owned=owned, exports=exports, guard=guard,
+                       watch=None if watch is None else watch.step(str(source)))

@@ -1,4 +1,5 @@
-"""The frame path every job runs after capture: preprocess → infer (→ finish) → track → export → render → write, one
+"""The frame path every job runs after capture: preprocess → infer (→ finish) (→ privacy) → track (→ watch) → export →
+render → write, one
 thread each (`seg_video.core.runner`), every stage filling in its part of the frame's `Item`. An engine that splits
 its inference (`Engine.finish`) has its second, frame-independent half run in a finish stage of its own.
 
@@ -23,6 +24,7 @@ from seg_video.core.types import Frame, Item
 if TYPE_CHECKING:
     from seg_video.engines.base import Engine
     from seg_video.io.exports import Export
+    from seg_video.jobs.watching import WatchStep
     from seg_video.stages.render import Renderer
     from seg_video.stages.track import Tracker
 
@@ -131,11 +133,13 @@ class OwnEngine:
 
 def build_stages(inference: Inference, sink: FrameSink, *, tracker: Tracker | None = None,
                  renderer: Renderer | None = None, batch: int = 1, exports: Sequence[Export] = (),
-                 infer_timeout: float = 0.0, load_timeout: float = 0.0) -> list[Stage]:
+                 watch: WatchStep | None = None, infer_timeout: float = 0.0, load_timeout: float = 0.0
+                 ) -> list[Stage]:
     """The stages after capture, around `inference` (which the infer stage starts and stops in its thread), taking
-    `batch` frames per inference call. `infer_timeout`, `load_timeout`: the infer stage's watchdog limits in
-    seconds (0: none; the load's covers the first call too, so the warm-up for the run's first frames counts as
-    setup)."""
+    `batch` frames per inference call. `watch`: the source's privacy masking (right after inference), lines, zones
+    and heatmap (after tracking) and their drawing (on the rendered picture). `infer_timeout`, `load_timeout`:
+    the infer stage's watchdog limits in seconds (0: none; the load's covers the first call too, so the warm-up
+    for the run's first frames counts as setup)."""
     meter = RateMeter()
     finishing = inference.engine.finishes()
 
@@ -161,6 +165,18 @@ def build_stages(inference: Inference, sink: FrameSink, *, tracker: Tracker | No
             item.segmentation, item.observed = inference.engine.finish(item.frame, item.observed), None
         return items
 
+    def protect(items: list[Item]) -> list[Item]:
+        assert watch is not None  # staged only with a watch step
+        for item in items:
+            watch.protect(item)
+        return items
+
+    def observe(items: list[Item]) -> list[Item]:
+        assert watch is not None
+        for item in items:
+            watch.observe(item)
+        return items
+
     def follow(items: list[Item]) -> list[Item]:
         assert tracker is not None  # staged only with a tracker
         for item in items:
@@ -177,6 +193,8 @@ def build_stages(inference: Inference, sink: FrameSink, *, tracker: Tracker | No
         assert renderer is not None  # staged only with a renderer
         for item in items:
             item.rendered = renderer.render(item.frame.image, item.result(), fps=meter.tick())
+            if watch is not None:
+                watch.draw(item.rendered)
         return items
 
     def write(items: list[Item]) -> list[Item]:
@@ -201,8 +219,12 @@ def build_stages(inference: Inference, sink: FrameSink, *, tracker: Tracker | No
     ]
     if finishing:
         stages.append(Stage("finish", finish))
+    if watch is not None and watch.privacy is not None:
+        stages.append(Stage("privacy", protect))
     if tracker is not None:
         stages.append(Stage("track", follow))
+    if watch is not None:
+        stages.append(Stage("watch", observe, teardown=watch.close))
     if renderer is not None:
         if exports:
             stages.append(Stage("export", export, teardown=close_exports))

@@ -34,8 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from seg_video.core.colors import Color, instance_color
-from seg_video.core.events import Direction, Event, EventType
-from seg_video.core.types import ClassTable, Frame, Segmentation
+from seg_video.core.types import ClassTable, Direction, Event, EventType, Frame, Segmentation
 from seg_video.stages.render import _draw_label, _overlap, _Style
 
 Point = tuple[float, float]
