@@ -8,6 +8,7 @@ from pathlib import Path
 
 import av
 import cv2
+import numpy as np
 import pytest
 
 from seg_video.cli.main import main
@@ -68,3 +69,27 @@ def test_watching_usage_errors_are_one_line(walkers_clip: Path, tmp_path: Path, 
     said = capsys.readouterr().err.strip()
     assert code == 2 and said.count("\n") == 0 and complaint in said, said
     assert not (tmp_path / "out.mp4").exists()
+
+
+def test_a_live_run_counts_too_and_saves_a_clip_around_each_crossing(walkers_clip: Path, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """The clip played as a live source (at its own rate): the same counts, events as they happen, and an MP4
+    holding a second before and after each crossing, from the annotated frames."""
+    events, clips = tmp_path / "events.jsonl", tmp_path / "clips"
+
+    code = main([str(walkers_clip), "--serve", "0", "--output", str(tmp_path / "rec.mp4"), "--engine", "motion",
+                 "--line", "door:20,120,280,120", "--events", str(events), "--clips", str(clips),
+                 "--clip-on", "line_cross:door", "--pre-roll", "1", "--post-roll", "1"])
+
+    said = capsys.readouterr().err
+    assert code == 0, said
+    assert "door in 2 out 1" in said
+    crossings = [json.loads(line) for line in events.read_text().splitlines()]
+    assert sorted(e["direction"] for e in crossings if e["type"] == "line_cross") == ["in", "in", "out"]
+    made = sorted(clips.glob("*.mp4"))
+    assert made, "a clip around the crossings"
+    for clip in made:
+        with av.open(str(clip)) as container:
+            times = [float(frame.time) for frame in container.decode(video=0)]
+        assert len(times) >= 45 and times[0] == 0.0, "a second of pre-roll and one of post-roll at least"
+        assert np.all(np.diff(times) > 0)

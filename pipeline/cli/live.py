@@ -19,9 +19,11 @@ from seg_video.cli.report import (
     messages_to_stderr,
     written,
 )
+from seg_video.cli.watching import clip_plan, watch_plan, watch_summary
+from seg_video.core.config import RunConfig
 from seg_video.core.errors import EngineError, StageFailed, UsageError
 from seg_video.core.text import mask_credentials, one_line
-from seg_video.engines.base import create_engine
+from seg_video.engines.base import Engine, create_engine
 from seg_video.io.paths import OutputGuard, check_folder, check_output
 from seg_video.io.restream import RTSP_SCHEMES, hls_dirs, rtsp_targets
 from seg_video.io.streams import LiveInput, open_inputs, source_kind
@@ -51,8 +53,21 @@ def run_live(args: argparse.Namespace, sources: list[str], output: str | None) -
     hls = [] if args.hls is None else hls_dirs(Path(args.hls), len(sources))
     if args.hls is not None:
         check_folder(Path(args.hls), guard, overwrite=args.overwrite, flag="--hls")
+    clips = clip_plan(args, guard)
+    watching = watch_plan(args, config, engine.classes, guard, sources=len(sources))  # starts the event sinks
     try:
-        serve = None if args.serve is None else parse_address(args.serve)
+        return _run_live(args, sources, output, config, engine,
+                         LiveOptions(display=args.display, outputs=outputs, rtsp_out=rtsp_out, hls_dirs=hls,
+                                     watch=watching, clips=clips, guard=guard))
+    finally:
+        watching.close()
+
+
+def _run_live(args: argparse.Namespace, sources: list[str], output: str | None, config: RunConfig, engine: Engine,
+              options: LiveOptions) -> int:
+    """The live run once its outputs are checked and its event sinks started."""
+    try:
+        options.serve = None if args.serve is None else parse_address(args.serve)
         if args.token == "":
             raise ValueError("--token must not be empty (it would admit anyone)")
         if args.display:
@@ -67,9 +82,8 @@ def run_live(args: argparse.Namespace, sources: list[str], output: str | None) -
             inputs = open_inputs(sources, config.live, policy=config.pipeline.policy, stop=stop,
                                  max_frames=args.max_frames)
             try:
-                job = LiveJob(config, inputs, LiveOptions(display=args.display, serve=serve, token=args.token,
-                                                          outputs=outputs, rtsp_out=rtsp_out, hls_dirs=hls,
-                                                          guard=guard), stop=stop, engine=engine)
+                options.token = args.token
+                job = LiveJob(config, inputs, options, stop=stop, engine=engine)
             except OSError as error:
                 raise UsageError(f"cannot serve on {args.serve}: {one_line(error)}") from None
             summary = job.run()
@@ -90,6 +104,9 @@ def run_live(args: argparse.Namespace, sources: list[str], output: str | None) -
             for restream in restreams:
                 print(f"{PROG}: {restream.name}: {restream.sent} frames sent, {restream.dropped} dropped, "
                       f"{restream.reconnects} reconnects", file=sys.stderr)
+        assert options.watch is not None and job is not None
+        for line in watch_summary(options.watch, job.watching):
+            print(line, file=sys.stderr)
     return 0
 
 

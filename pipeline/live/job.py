@@ -25,12 +25,14 @@ from seg_video.core.runner import Policy, Runner, RunStats
 from seg_video.core.text import mask_credentials
 from seg_video.core.types import Frame, Item
 from seg_video.engines.base import Engine, create_engine
+from seg_video.io.clips import ClipSettings, ClipTrigger, EventClips
 from seg_video.io.paths import OutputGuard
 from seg_video.io.restream import Restream
 from seg_video.io.streams import LiveInput, SourceState, source_kind
 from seg_video.io.video import VideoWriter
 from seg_video.jobs.frame_path import EngineRestarts, Inference, OwnEngine, build_stages
 from seg_video.jobs.shared_engine import SharedEngine
+from seg_video.jobs.watching import WatchPlan, WatchStep
 from seg_video.live.feed import Feed, FeedStats
 from seg_video.live.web import Address, WebView
 from seg_video.live.window import Window
@@ -84,6 +86,11 @@ class LiveOptions:
     hls_dirs: list[Path] = field(default_factory=list)
     """The folder of each source's live HLS playlist (`seg_video.io.restream.hls_dirs`; made if missing), which the
     web view also serves."""
+    watch: WatchPlan | None = None
+    """Lines, zones, privacy masking, heatmaps and event sinks (each source gets its own step; the sinks are the
+    run's, closed by whoever made the plan)."""
+    clips: tuple[Path, Sequence[ClipTrigger], ClipSettings] | None = None
+    """Where clips on events go, the events that make them, and their rolls."""
     snapshot_dir: Path = Path(".")
     guard: OutputGuard = field(default_factory=OutputGuard)
     """Checks every recording and snapshot before it is written (the file sources are its inputs)."""
@@ -115,10 +122,11 @@ class _Publisher:
     """A live pipeline's frame sink: each rendered frame to the source's feed, its recording and the callbacks."""
 
     def __init__(self, feed: Feed, state: SourceState, recorder: VideoWriter | None, restreams: list[Restream],
-                 callbacks: Callbacks) -> None:
+                 clips: EventClips | None, callbacks: Callbacks) -> None:
         self.feed = feed
         self.recorder = recorder
         self._restreams = restreams
+        self._clips = clips
         self._state = state
         self._callbacks = callbacks
 
@@ -127,6 +135,10 @@ class _Publisher:
         self.feed.publish(frame)
         for restream in self._restreams:
             restream.write(frame)  # never blocks: a stalled receiver costs that restream frames, not the pipeline
+        if self._clips is not None:
+            self._clips.write(frame)
+            for event in item.events:
+                self._clips.event(event)
         if self.recorder is not None:
             self.recorder.write(frame)
         if self._callbacks.on_frame is not None:
@@ -139,6 +151,8 @@ class _Publisher:
         with contextlib.ExitStack() as closing:  # every output is finalized, even after one fails to
             for restream in self._restreams:
                 closing.callback(restream.close)
+            if self._clips is not None:
+                closing.callback(self._clips.close)
             if self.recorder is not None:
                 closing.callback(self.recorder.close)
 
@@ -166,22 +180,37 @@ class _SourceOutputs:
         return [Restream(target, fps=source.fps, name=f"{source.name} → {mask_credentials(str(target))}")
                 for target in targets]
 
+    def watch(self, source: LiveInput, count: int) -> WatchStep | None:
+        """The source's lines, zones, privacy masking and heatmap (None: nothing watched)."""
+        plan = self.options.watch
+        return None if plan is None else plan.step(source.name, self.index, count)
+
+    def clips(self, source: LiveInput) -> EventClips | None:
+        """The source's clips on events (None without `clips`)."""
+        if self.options.clips is None:
+            return None
+        folder, triggers, settings = self.options.clips
+        return EventClips(folder, triggers, settings, source=source.name, fps=source.fps)
+
 
 class _Pipeline:
     """One source's run: the frame path after capture, publishing into a feed and an optional recording."""
 
     def __init__(self, source: LiveInput, inference: Inference, batch: int, config: RunConfig,
-                 stop: threading.Event, outputs: _SourceOutputs, guard: OutputGuard, callbacks: Callbacks) -> None:
+                 stop: threading.Event, outputs: _SourceOutputs, guard: OutputGuard, callbacks: Callbacks,
+                 count: int) -> None:
         live = source.policy is Policy.LIVE
         self.source = source
         self.recorder = None if outputs.recording is None else VideoWriter(outputs.recording, config.output,
                                                                            fps=source.fps, guard=guard)
         self.restreams = outputs.restreams(source)
+        self.watching = outputs.watch(source, count)
         stats = RunStats()
         self.feed = Feed(source.name, source.state, stats)
-        publisher = _Publisher(self.feed, source.state, self.recorder, self.restreams, callbacks)
+        publisher = _Publisher(self.feed, source.state, self.recorder, self.restreams, outputs.clips(source),
+                               callbacks)
         stages = build_stages(inference, publisher, tracker=tracker_for(config.track, inference.engine.kind),
-                              renderer=Renderer(config.render), batch=batch,
+                              renderer=Renderer(config.render), batch=batch, watch=self.watching,
                               infer_timeout=config.pipeline.infer_timeout, load_timeout=config.pipeline.load_timeout)
         self.runner = Runner(source.frames, stages, queue_size=1 if live else config.pipeline.queue_size,
                              policy=source.policy, stop_event=stop, stats=stats)
@@ -236,7 +265,7 @@ class LiveJob:
                                        restarts=_restarts(config, make_engine, _shared_name(sources)))
             inferences = [self.shared.link(source.name, stop) for source in sources]
         self._pipelines = [_Pipeline(source, inference, _batch(source, config), config, stop, output, options.guard,
-                                     Callbacks(on_frame, on_item))
+                                     Callbacks(on_frame, on_item), len(sources))
                            for source, inference, output in zip(sources, inferences, outputs, strict=True)]
         self.feeds = [pipeline.feed for pipeline in self._pipelines]
         self.web = None if options.serve is None else WebView(self.feeds, options.serve, token=options.token,
@@ -290,6 +319,11 @@ class LiveJob:
     def frames_recorded(self) -> int:
         """Frames in all recordings so far."""
         return sum(p.recorder.frames_written for p in self._pipelines if p.recorder is not None)
+
+    @property
+    def watching(self) -> list[WatchStep | None]:
+        """Each source's lines, zones and heatmap (their counts readable while the run goes and after it)."""
+        return [p.watching for p in self._pipelines]
 
     @property
     def run_stats(self) -> list[RunStats]:
