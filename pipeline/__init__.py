@@ -4,8 +4,9 @@
     for frame, seg in seg_video.segment("clip.mp4", engine="motion"):
         print(frame.index, len(seg), seg.track_ids)
 
-`segment`, `annotate`, `load_engine`, `draw`; the types `Frame`, `Segmentation`, `ClassTable`, `Engine`; the errors
-(`SegVideoError` and its kinds). The command line is `seg-video` (or `python -m seg_video`).
+`segment`, `annotate`, `load_engine`, `draw`; the types `Frame`, `Segmentation`, `ClassTable`, `Engine`; counting
+lines and zones over tracked segmentations (`Line`, `Zone`, `Watch`, `WatchSettings`, and the `Event`s they
+report); the errors (`SegVideoError` and its kinds). The command line is `seg-video` (or `python -m seg_video`).
 """
 
 # OpenCV before PyAV, whoever imports what: both wheels bundle X11 client libraries, and when PyAV's load first,
@@ -24,14 +25,16 @@ from seg_video.core.errors import (
     UsageError,
     WriteError,
 )
-from seg_video.core.types import ClassTable, Frame, Segmentation, SegmentationError
+from seg_video.core.types import ClassTable, Event, Frame, Segmentation, SegmentationError
 from seg_video.core.version import __version__
 from seg_video.engines.base import Engine
 from seg_video.jobs.annotate import RunSummary
 from seg_video.jobs.segment import Segments
+from seg_video.stages.watch import Line, Watch, WatchSettings, Zone
 
 __all__ = [
-    "ClassTable", "ConfigError", "DecodeError", "Engine", "EngineError", "Frame", "MediaError", "RunSummary",
-    "SegVideoError", "Segmentation", "SegmentationError", "Segments", "StageFailed", "StageTimeout", "UsageError",
-    "WriteError", "__version__", "annotate", "draw", "load_engine", "segment",
+    "ClassTable", "ConfigError", "DecodeError", "Engine", "EngineError", "Event", "Frame", "Line", "MediaError",
+    "RunSummary", "SegVideoError", "Segmentation", "SegmentationError", "Segments", "StageFailed", "StageTimeout",
+    "UsageError", "Watch", "WatchSettings", "WriteError", "Zone", "__version__", "annotate", "draw", "load_engine",
+    "segment",
 ]

@@ -93,3 +93,18 @@ def test_a_live_run_counts_too_and_saves_a_clip_around_each_crossing(walkers_cli
             times = [float(frame.time) for frame in container.decode(video=0)]
         assert len(times) >= 45 and times[0] == 0.0, "a second of pre-roll and one of post-roll at least"
         assert np.all(np.diff(times) > 0)
+
+
+def test_the_python_api_counts_with_lines_and_zones(walkers_clip: Path) -> None:
+    """Item 7: lines and zones as objects over `seg_video.segment`'s tracked segmentations, without the CLI."""
+    import seg_video
+
+    watch = seg_video.Watch([seg_video.Line("door", (20, 120), (280, 120))],
+                            [seg_video.Zone("low", ((40, 130), (280, 130), (280, 230), (40, 230)))], source="cam")
+    events: list[seg_video.Event] = []
+    for frame, segmentation in seg_video.segment(walkers_clip, engine="motion"):
+        events += watch.update(frame, segmentation)
+
+    assert watch.lines[0].total("in") == 2 and watch.lines[0].total("out") == 1
+    assert {e.type for e in events} >= {"line_cross", "zone_enter", "zone_occupancy"}
+    assert all(e.source == "cam" for e in events)
