@@ -201,13 +201,16 @@ class SharedEngine:
                 self._load(engine)
                 results = observe_warm(engine, frames, [ready for request in group for ready in request.prepared],
                                        self._warm.setdefault(id(engine), set()), self.batch)
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 - every waiting source is answered, then it is raised
                 unanswered = [request for request in requests if not request.done.is_set()]
-                if self._restarts is None:
+                try:
+                    if self._restarts is None:
+                        raise
+                    self._restart(error, frames[0].index)  # raises once the restarts are used up
+                except Exception as final:
                     for request in unanswered:
-                        request.answer(error=error)
+                        request.answer(error=final)
                     raise
-                self._restart(error, frames[0].index)
                 self.stats.dropped += sum(len(request.frames) for request in unanswered)
                 for request in unanswered:
                     request.answer()
