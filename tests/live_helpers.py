@@ -109,22 +109,47 @@ def need(binary: str, package: str) -> str:
     return path
 
 
-class UdpStream:
-    """FFmpeg sending `clip` in a loop, in real time, as MPEG-TS over UDP to 127.0.0.1:`port`; restartable."""
+class FfmpegStream:
+    """FFmpeg sending `clip` in a loop, in real time, as H.264 in MPEG-TS to `target` (its `url` is what a source
+    opens); restartable. Subclasses say where and how."""
 
-    def __init__(self, clip: Path, port: int) -> None:
-        self.clip, self.port = clip, port
-        self.url = f"udp://127.0.0.1:{port}"
+    url: str
+    target: str
+    extra: tuple[str, ...] = ()
+
+    def __init__(self, clip: Path) -> None:
+        self.clip = clip
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         self._process = subprocess.Popen(
             [need("ffmpeg", "ffmpeg"), "-nostdin", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i",
              str(self.clip), "-an", "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "15",
-             "-f", "mpegts", f"{self.url}?pkt_size=1316"])
+             "-f", "mpegts", *self.extra, self.target], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def stop(self) -> None:
         if self._process is not None:
             self._process.kill()
             self._process.wait(10)
             self._process = None
+
+
+class UdpStream(FfmpegStream):
+    """The clip sent over UDP to 127.0.0.1:`port`."""
+
+    def __init__(self, clip: Path, port: int) -> None:
+        super().__init__(clip)
+        self.port = port
+        self.url = f"udp://127.0.0.1:{port}"
+        self.target = f"{self.url}?pkt_size=1316"
+
+
+class HttpStream(FfmpegStream):
+    """The clip served over HTTP at 127.0.0.1:`port` to one client; nothing listens there before `start` (or after
+    `stop`)."""
+
+    extra = ("-listen", "1")
+
+    def __init__(self, clip: Path, port: int) -> None:
+        super().__init__(clip)
+        self.url = self.target = f"http://127.0.0.1:{port}/live.ts"

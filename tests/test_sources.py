@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import av
 import pytest
-from live_helpers import UdpStream, free_port, need, wait_until
+from live_helpers import HttpStream, UdpStream, free_port, need, wait_until
 
 from seg_video.cli.main import main
 from seg_video.core.config import LiveSettings
@@ -26,28 +25,6 @@ from seg_video.io.streams import LiveSource, SourceGroup, open_inputs
 
 DEAD = "rtsp://user:secret@127.0.0.1:9/cam"
 """Nothing listens on the discard port: every connection is refused at once."""
-
-
-class HttpStream:
-    """FFmpeg serving `clip`, looped in real time, as MPEG-TS over HTTP at 127.0.0.1:`port` to one client; nothing
-    listens there before `start` (or after `stop`)."""
-
-    def __init__(self, clip: Path, port: int) -> None:
-        self.clip = clip
-        self.url = f"http://127.0.0.1:{port}/live.ts"
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self._process = subprocess.Popen(
-            [need("ffmpeg", "ffmpeg"), "-nostdin", "-loglevel", "quiet", "-re", "-stream_loop", "-1", "-i",
-             str(self.clip), "-an", "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "15",
-             "-f", "mpegts", "-listen", "1", self.url], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def stop(self) -> None:
-        if self._process is not None:
-            self._process.kill()
-            self._process.wait(10)
-            self._process = None
 
 
 @pytest.fixture
