@@ -23,14 +23,14 @@ import urllib.request
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
-
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from seg_video.core.text import mask_credentials, one_line
 from seg_video.core.types import Event
+
+if TYPE_CHECKING:
+    import paho.mqtt.client as paho
 
 log = logging.getLogger(__name__)
 
@@ -340,6 +340,11 @@ class Mqtt(_QueuedSink):
         self._unacked = 0  # messages handed to paho and not acknowledged yet
         self._lost_since: float | None = None
         self._connected_once = False
+        import paho.mqtt.client as paho  # here, not at the top: only an MQTT sink needs paho-mqtt loaded
+        from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+
+        self._kept = (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN)
+        """What `publish` answers for a message it keeps (NO_CONN: kept, sent once connected)."""
         self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id or "")
         if parts.username is not None:
             self._client.username_pw_set(unquote(parts.username), unquote(parts.password or "") or None)
@@ -368,7 +373,7 @@ class Mqtt(_QueuedSink):
             self._count(sent=False)
             return
         info = self._client.publish(self.topic, encode(event), qos=1)
-        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):  # NO_CONN: kept, sent later
+        if info.rc not in self._kept:
             with self._ready:
                 self._unacked -= 1
             self._count(sent=False)
