@@ -215,14 +215,15 @@ class _QueuedSink:
 
 
 class JsonLines(_QueuedSink):
-    """Events appended to a file as JSON Lines, one object per line, flushed per line (a reader sees each event at
-    once; a live run's log survives restarts). The file is opened here: an unwritable path raises `OSError` before
-    anything starts. A failed write (a full disk) drops the event, warning once until writing works again."""
+    """Events written to a file as JSON Lines, one object per line, flushed per line (a reader sees each event at
+    once, and a run that stops leaves every line whole). The file is created (or replaced: the command line asks for
+    `--overwrite` first) here: an unwritable path raises `OSError` before anything starts. A failed write (a full
+    disk) drops the event, warning once until writing works again."""
 
     def __init__(self, path: Path, *, queue_size: int = 1000, close_timeout: float = 5.0) -> None:
         super().__init__(str(path), queue_size=queue_size, close_timeout=close_timeout)
         self.path = path
-        self._file = path.open("a", encoding="utf-8")
+        self._file = path.open("w", encoding="utf-8")
         self._failing = False
         self.status = "live"
         self._start()
