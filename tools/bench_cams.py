@@ -40,7 +40,7 @@ from _machine import machine_line
 from footage import FootageUnavailable, cache_folder, fetch
 
 from seg_video.api import run_config
-from seg_video.core.memory import reuse_large_buffers
+from seg_video.core.memory import reuse_large_buffers, share_heaps
 from seg_video.core.runner import Policy, RunStats
 from seg_video.core.types import Frame
 from seg_video.engines.base import Engine, create_engine
@@ -98,9 +98,10 @@ def looped(clip: Path, name: str) -> Iterator[Frame]:
 
 
 def run_worker(setup: Setup) -> dict[str, Any]:
-    """Run one configuration in this process (its allocator set as the seg-video command sets it): its
-    rendered-frame figures over the measured window."""
+    """Run one configuration in this process (its allocator set as the seg-video command sets it for a live run):
+    its rendered-frame figures over the measured window."""
     reuse_large_buffers()
+    share_heaps()
     names = [f"cam{i}" for i in range(setup.sources)]
     stop = threading.Event()
     rendered: list[tuple[str, float, float]] = []  # (source, rendered at, capture-to-render seconds)

@@ -22,6 +22,7 @@ from seg_video.cli.report import (
 from seg_video.cli.watching import clip_plan, watch_plan, watch_summary
 from seg_video.core.config import RunConfig
 from seg_video.core.errors import EngineError, StageFailed, UsageError
+from seg_video.core.memory import share_heaps
 from seg_video.core.text import mask_credentials, one_line
 from seg_video.engines.base import Engine, create_engine
 from seg_video.io.paths import OutputGuard, check_folder, check_output
@@ -44,6 +45,7 @@ def run_live(args: argparse.Namespace, sources: list[str], output: str | None) -
                          "--serve [HOST:]PORT, --output FILE, --rtsp-out URL or --hls DIR")
     config = run_config(args)
     engine = create_engine(config.engine, config.engine_params)  # settings checked before any output exists
+    share_heaps()  # before any of the run's threads
     outputs = output_paths(Path(output), len(sources)) if output else []
     guard = OutputGuard(Path(s) for s in sources if source_kind(s) == "file")
     for path in outputs:
