@@ -1,12 +1,12 @@
 """The frame path every job runs after capture: preprocess → infer (→ finish) (→ privacy) → track (→ watch) → export →
-render → write, one
-thread each (`seg_video.core.runner`), every stage filling in its part of the frame's `Item`. An engine that splits
-its inference (`Engine.finish`) has its second, frame-independent half run in a finish stage of its own.
+render → write, one thread each (`seg_video.core.runner`), every stage filling in its part of the frame's `Item`. An
+engine that splits its inference (`Engine.finish`) has its second, frame-independent half run in a finish stage of
+its own.
 
 The job hands in the parts it wants: the inference (an engine of its own, or its share of one that serves many
-sources), a tracker, exports, a renderer. The last stage gives each finished
-item to the job's `FrameSink` (a video writer, a live feed, the iterator of `seg_video.segment`) and closes it at
-the end, however the run ends; without a renderer, the exports are written in that same stage.
+sources), a tracker, the watching (`seg_video.jobs.watching`), exports, a renderer. The last stage gives each
+finished item to the job's `FrameSink` (a video writer, a live feed, the iterator of `seg_video.segment`) and closes
+it at the end, however the run ends; without a renderer, the exports are written in that same stage.
 """
 
 from __future__ import annotations
