@@ -123,6 +123,7 @@ def segmentation(
     regions: int | None = None,
     scored: bool = True,
     boxes: npt.NDArray[np.int64] | None = None,
+    areas: npt.NDArray[np.int64] | None = None,
 ) -> Segmentation:
     """Instances from a label map at any resolution: regions of at least `min_area` frame pixels, largest first.
 
@@ -130,12 +131,14 @@ def segmentation(
     by its solidity. Masks are upscaled (nearest neighbour) to `size` = (height, width) when the map is smaller.
     With `regions`, the result is a region map of at most that many regions: every smaller region is merged into
     the nearest kept one. `scored` False: the scores are no confidences, and labels leave them out. `boxes[k]`, when
-    the caller knows them, is region k's xyxy box in the map (else found in one pass over it).
+    the caller knows them, is region k's xyxy box in the map (else found in one pass over it); `areas[k]`, likewise,
+    its pixel count in the map.
     """
-    areas = np.bincount(labels.ravel(), minlength=len(class_of)) * (size[0] * size[1] / labels.size)
-    areas[0] = 0
-    order = np.argsort(-areas, kind="stable")
-    ids = order[areas[order] >= min_area][:max_instances if regions is None else regions]
+    counts = np.bincount(labels.ravel(), minlength=len(class_of)) if areas is None else areas
+    frame_areas = counts * (size[0] * size[1] / labels.size)
+    frame_areas[0] = 0
+    order = np.argsort(-frame_areas, kind="stable")
+    ids = order[frame_areas[order] >= min_area][:max_instances if regions is None else regions]
     if regions is not None:
         labels, boxes = merged(labels, ids), None
     masks = region_masks(labels, ids, size, None if boxes is None else boxes[ids])

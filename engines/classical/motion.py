@@ -192,13 +192,14 @@ class MotionEngine(FrameEngine):
         if observed.background is not None:
             self._drop_relit(moving, observed.image, observed.background)
         opened = cv2.morphologyEx(moving.view(np.uint8), cv2.MORPH_OPEN, self._kernel)
-        labels, boxes, count = self._objects(cast(npt.NDArray[np.uint8], cv2.morphologyEx(opened, cv2.MORPH_CLOSE,
+        labels, boxes, areas = self._objects(cast(npt.NDArray[np.uint8], cv2.morphologyEx(opened, cv2.MORPH_CLOSE,
                                                                                             self._kernel)))
-        marked = np.bincount(labels[moving], minlength=count)
-        scores = marked / np.maximum(np.bincount(labels.ravel(), minlength=count), 1)
+        count = len(areas)
+        scores = np.bincount(labels[moving], minlength=count) / np.maximum(areas, 1)
         min_area = max(params.min_area, params.min_fraction * frame.size[0] * frame.size[1])
         return segmentation(labels, frame.size, CLASSES, np.zeros(count, np.int64), min_area=int(min_area),
-                            max_instances=params.max_instances, score_of=scores, scored=False, boxes=boxes)
+                            max_instances=params.max_instances, score_of=scores, scored=False, boxes=boxes,
+                            areas=areas)
 
     def _observe(self, frame: Frame, prepared: npt.NDArray[np.uint8]) -> _Observed | None:
         """Update the model with one frame; None while warming up or re-learning a changed scene."""
@@ -219,22 +220,25 @@ class MotionEngine(FrameEngine):
             return None
         return _Observed(moving, image, self._background_image() if params.texture else None)
 
-    def _objects(self, cleaned: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int64], int]:
-        """Label each moving object in the cleaned mask: (label map, each label's xyxy box, labels). Regions within
-        `merge` pixels of a larger one join it when they are a fragment of it (smaller than FRAGMENT of it) or
-        stacked on it (sharing most of their width: an upright body split across); regions of like size side by
-        side stay apart (two walkers)."""
-        count, labels, stats, _ = cv2.connectedComponentsWithStats(cleaned, connectivity=8, ltype=cv2.CV_32S)
+    def _objects(self, cleaned: npt.NDArray[np.uint8]
+                 ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Label each moving object in the cleaned mask: (label map, each label's xyxy box, each label's pixel count;
+        a label merged into another keeps no pixels). Regions within `merge` pixels of a larger one join it when
+        they are a fragment of it (smaller than FRAGMENT of it) or stacked on it (sharing most of their width: an
+        upright body split across); regions of like size side by side stay apart (two walkers)."""
+        # Grana's block-based labelling: with statistics, well under half the time of OpenCV's default here
+        count, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(cleaned, 8, cv2.CV_32S, cv2.CCL_GRANA)
         left, top = stats[:, cv2.CC_STAT_LEFT], stats[:, cv2.CC_STAT_TOP]
         boxes = np.stack([left, top, left + stats[:, cv2.CC_STAT_WIDTH], top + stats[:, cv2.CC_STAT_HEIGHT]], axis=1)
+        areas, width = stats[:, cv2.CC_STAT_AREA].astype(np.int64), stats[:, cv2.CC_STAT_WIDTH]
+        areas[0] = 0
         if self._merge is None or count <= 2:
-            return cast(npt.NDArray[np.int32], labels), boxes.astype(np.int64), count
+            return cast(npt.NDArray[np.int32], labels), boxes.astype(np.int64), areas
         group_count, groups = cv2.connectedComponents(cv2.dilate(cleaned, self._merge), connectivity=8,
                                                       ltype=cv2.CV_32S)
         pixels = np.flatnonzero(cleaned)
         group_of = np.zeros(count, np.int64)
         group_of[labels.ravel()[pixels]] = groups.ravel()[pixels]  # a region lies in one group
-        areas, width = stats[:, cv2.CC_STAT_AREA].astype(np.int64), stats[:, cv2.CC_STAT_WIDTH]
         best = np.zeros(group_count, np.int64)  # per group: its largest region, as area x count + region
         np.maximum.at(best, group_of[1:], areas[1:] * count + np.arange(1, count))
         main = best[group_of] % count
@@ -246,7 +250,8 @@ class MotionEngine(FrameEngine):
             for side, grow in ((0, np.minimum), (1, np.minimum), (2, np.maximum), (3, np.maximum)):
                 grow.at(boxes[:, side], target, boxes[:, side].copy())
             labels.ravel()[pixels] = target[labels.ravel()[pixels]]
-        return cast(npt.NDArray[np.int32], labels), boxes.astype(np.int64), count
+            areas = np.bincount(target, weights=areas, minlength=count).astype(np.int64)
+        return cast(npt.NDArray[np.int32], labels), boxes.astype(np.int64), areas
 
     def _drop_relit(self, moving: npt.NDArray[np.bool_], image: npt.NDArray[np.uint8], background: _Background) -> None:
         """Clear, in `moving`, where the picture shows the background's own texture only lit differently: the
@@ -296,7 +301,9 @@ class MotionEngine(FrameEngine):
             return image
         height, width = image.shape[:2]
         cells = (max(1, width // cell), max(1, height // cell))
-        brightness = cv2.resize(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), cells, interpolation=cv2.INTER_AREA)
+        whole_cells = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)[:cells[1] * cell, :cells[0] * cell]  # the few rows and
+        # columns left over are dropped: averaging whole cells is OpenCV's fast path, ten times faster
+        brightness = cv2.resize(whole_cells, cells, interpolation=cv2.INTER_AREA)
         brightness = brightness.astype(np.float32) + 1.0
         if self._reference is None or learning:
             self._reference = brightness if self._reference is None else 0.8 * self._reference + 0.2 * brightness
