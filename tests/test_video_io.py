@@ -208,6 +208,20 @@ def test_odd_sizes_are_padded_to_even_by_repeating_the_edge(tmp_path: Path) -> N
     assert np.abs(even[0][121, :161] - original[120]).mean() < 4
 
 
+def test_written_colours_come_back_as_they_went_in(tmp_path: Path) -> None:
+    """Every colour a renderer draws survives the writer's own conversion to 4:2:0 and a standard decoder."""
+    palette = np.array([[0, 0, 0], [255, 255, 255], [0, 0, 255], [0, 255, 0], [255, 0, 0], [40, 200, 255],
+                        [128, 64, 32], [200, 30, 160]], np.uint8)
+    image = np.repeat(np.repeat(palette[None], 64, axis=0), 32, axis=1)  # 64 x 256, a band per colour
+    out = tmp_path / "colours.mp4"
+    with VideoSink(out, width=256, height=64, time_base=Fraction(1, 30), fps=30.0,
+                   settings=EncoderSettings(crf=0)) as sink:
+        sink.write(Frame(index=0, image=image, pts=0, time_base=Fraction(1, 30)))
+    decoded = read_media(out).images[0].astype(int)
+    inside = (slice(8, 56), np.concatenate([np.arange(32 * k + 4, 32 * k + 28) for k in range(len(palette))]))
+    assert np.abs(decoded[inside] - image[inside]).max() <= 3
+
+
 def test_undecodable_packets_raise_decode_error_naming_the_frame(tmp_path: Path) -> None:
     clip = write_sample_clip(tmp_path / "good.mkv", seconds=1.0, width=160, height=120, audio=False)
     broken = tmp_path / "bad.mkv"

@@ -32,7 +32,7 @@ import av.video.frame
 from seg_video.core.errors import WriteError
 from seg_video.core.text import mask_credentials, one_line
 from seg_video.core.types import EVENT_TYPES, MILLISECONDS, Event, EventType, Frame
-from seg_video.io.video import FALLBACK_FPS, H264, fit
+from seg_video.io.video import FALLBACK_FPS, H264, encoder_picture, fit
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +202,7 @@ class EventClips:
             pts = round((seconds - self._origin) * 1000)
             pts = pts if self._last_pts is None else max(pts, self._last_pts + 1)
             self._last_pts = pts
-            picture = av.VideoFrame.from_ndarray(fit(frame.image, *self._size), format="bgr24")
+            picture = encoder_picture(fit(frame.image, *self._size), self._encoder.pix_fmt)
             picture.pts, picture.time_base = pts, MILLISECONDS
             if self._last_key is not None and pts - self._last_key >= KEYFRAME_INTERVAL * 1000 - 1:
                 picture.pict_type = av.video.frame.PictureType.I

@@ -39,7 +39,7 @@ import numpy.typing as npt
 from seg_video.core.config import X264_PRESETS
 from seg_video.core.text import mask_credentials, one_line
 from seg_video.core.types import MILLISECONDS, Frame
-from seg_video.io.video import FALLBACK_FPS, H264, fit
+from seg_video.io.video import FALLBACK_FPS, H264, encoder_picture, fit
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +221,7 @@ class _Connection:
     def _encode(self, image: npt.NDArray[np.uint8], pts: int) -> None:
         """Encode and mux one frame into the outbox, its pts kept rising."""
         pts = pts if self._last_pts is None else max(pts, self._last_pts + 1)
-        picture = av.VideoFrame.from_ndarray(image, format="bgr24")
+        picture = encoder_picture(image, self._video.pix_fmt)
         picture.pts, picture.time_base = pts, MILLISECONDS
         self._output.mux(self._video.encode(picture))
         self._last_pts = pts

@@ -35,6 +35,7 @@ import numpy.typing as npt
 
 from seg_video.core.errors import DecodeError, MediaError, UsageError, WriteError
 from seg_video.core.text import one_line
+from seg_video.core.threads import available_cpus
 from seg_video.core.types import MILLISECONDS, Frame
 from seg_video.io.paths import OutputGuard, identity
 
@@ -192,6 +193,16 @@ def fit(image: npt.NDArray[np.uint8], width: int, height: int) -> npt.NDArray[np
     if image.shape[:2] == (height, width):
         return image
     return cast(npt.NDArray[np.uint8], cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA))
+
+
+def encoder_picture(image: npt.NDArray[np.uint8], pix_fmt: str | None) -> av.VideoFrame:
+    """A BGR image as a frame for an encoder that takes `pix_fmt`. For yuv420p (even sizes) OpenCV converts it, with
+    the same BT.601 limited-range matrix FFmpeg's scaler uses by default, at about a quarter of the scaler's CPU time
+    (1280x720: 0.5 against 2.2 ms); other formats are left to the encoder's own conversion."""
+    if pix_fmt == "yuv420p" and image.shape[0] % 2 == 0 and image.shape[1] % 2 == 0:
+        planes = cast(npt.NDArray[np.uint8], cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420))
+        return av.VideoFrame.from_ndarray(planes, format="yuv420p")
+    return av.VideoFrame.from_ndarray(image, format="bgr24")
 
 
 def _open_input(path: Path) -> av.container.InputContainer:
@@ -432,6 +443,7 @@ class VideoSink:
         options: dict[str, object] = dict(self._plan.options)
         stream.options = options
         stream.thread_type = ENCODER_THREADING
+        stream.codec_context.thread_count = available_cpus()  # not x264's 1.5 per core: see seg_video.core.threads
         return stream
 
     def write(self, frame: Frame) -> None:
@@ -444,7 +456,7 @@ class VideoSink:
         pts = self._pts_of(frame)
         pad = ((0, self._video.height - self.height), (0, self._video.width - self.width), (0, 0))
         image = np.pad(frame.image, pad, mode="edge") if any(p for _, p in pad) else frame.image
-        picture = av.VideoFrame.from_ndarray(image, format="bgr24")
+        picture = encoder_picture(image, self._plan.pix_fmt)
         picture.pts, picture.time_base = pts, self.time_base
         if identity(self.path) != self._identity:
             self._failed = True
