@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import av
+import cv2
 import numpy as np
 import pytest
 from live_helpers import UdpStream
@@ -140,6 +141,34 @@ def test_annotate_writes_the_video_and_says_what_it_did(sample_clip: Path, tmp_p
     with pytest.raises(seg_video.UsageError, match="is the input file"):
         seg_video.annotate(sample_clip, sample_clip, overwrite=True)
     assert seg_video.annotate(sample_clip, out, overwrite=True, max_frames=10).frames == 10
+
+
+class ThreadsSeen(Halves):
+    """Halves, noting OpenCV's thread count at each inference."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[int] = set()
+
+    def infer(self, frames: Sequence[Frame], prepared: Sequence[Any]) -> list[Segmentation]:
+        self.seen.add(cv2.getNumThreads())
+        return super().infer(frames, prepared)
+
+
+def test_a_file_run_gives_opencv_the_threads_its_stages_leave_and_restores_them(sample_clip: Path,
+                                                                                 tmp_path: Path) -> None:
+    before = cv2.getNumThreads()
+    automatic = ThreadsSeen()
+    seg_video.annotate(sample_clip, tmp_path / "auto.mp4", engine=automatic, max_frames=5)
+    assert len(automatic.seen) == 1 and 1 <= min(automatic.seen) < max(before, 2)
+    assert cv2.getNumThreads() == before
+    chosen = ThreadsSeen()
+    seg_video.annotate(sample_clip, tmp_path / "set.mp4", engine=chosen, max_frames=5,
+                       config={"pipeline": {"opencv_threads": 3}})
+    assert chosen.seen == {3} and cv2.getNumThreads() == before
+    with pytest.raises(seg_video.ConfigError, match=r"opencv_threads must be 0 \(automatic\) or 1\.\.1024; got -1"):
+        seg_video.annotate(sample_clip, tmp_path / "bad.mp4", engine="motion",
+                           config={"pipeline": {"opencv_threads": -1}})
 
 
 def test_a_loaded_engine_is_reused_and_reset_between_runs(sample_clip: Path, tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The threaded runner: order, bounded queues, failures named and prompt, teardowns always run."""
+"""The threaded runner: order, bounded queues, failures named and prompt, teardowns always run, OpenCV's threads."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ import time
 from collections.abc import Iterator
 from fractions import Fraction
 
+import cv2
 import numpy as np
 import pytest
 
 from seg_video.core.errors import StageFailed
 from seg_video.core.runner import Policy, Runner
 from seg_video.core.stage import Stage
+from seg_video.core.threads import opencv_threads
 from seg_video.core.types import Frame, Item
 
 TIME_BASE = Fraction(1, 90000)
@@ -189,3 +191,16 @@ def test_a_source_failure_still_delivers_the_frames_captured_before_it() -> None
         Runner(source(), [jittery("infer", 0.003), collector.stage()], queue_size=2).run()
     assert [f.index for f in collector.items] == list(range(30))
     assert collector.finalized
+
+
+def test_overlapping_runs_share_one_opencv_thread_count_and_the_last_restores_it() -> None:
+    before = cv2.getNumThreads()
+    with opencv_threads(1):
+        assert cv2.getNumThreads() == 1
+        with opencv_threads(3):  # a second run in the same process while the first goes on
+            assert cv2.getNumThreads() == 1
+        assert cv2.getNumThreads() == 1
+    assert cv2.getNumThreads() == before
+    with pytest.raises(RuntimeError), opencv_threads(1):
+        raise RuntimeError("a failed run")
+    assert cv2.getNumThreads() == before

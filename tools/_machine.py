@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import platform
 
-from seg_video.batch.local_pool import available_cpus
+from seg_video.core.threads import available_cpus
 
 
 def machine_line(*extra: str) -> str:

@@ -22,6 +22,7 @@ import cv2
 from seg_video.batch.messages import POLL_SECONDS, MakeWorker, Task, Update
 from seg_video.core.errors import EngineError
 from seg_video.core.memory import reuse_large_buffers
+from seg_video.core.threads import available_cpus
 
 if TYPE_CHECKING:
     from seg_video.core.config import RunConfig
@@ -149,11 +150,6 @@ class LocalPool:
 
 def _exit_reason(code: int | None) -> str:
     return f"signal {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
-
-
-def available_cpus() -> int:
-    """CPU cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def serve(pipe: Connection, make_worker: MakeWorker, config: RunConfig, name: str, threads: int,

@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from seg_video.batch.local_pool import LocalPool, available_cpus
+from seg_video.batch.local_pool import LocalPool
 from seg_video.batch.manifest import Entry, Kind
 from seg_video.batch.messages import Pool
 from seg_video.batch.run import Batch, check_workers
@@ -20,6 +20,7 @@ from seg_video.cli.options import build_parser as single_video_parser
 from seg_video.cli.report import EXIT_FAILED, EXIT_SIGINT, EXIT_SIGTERM, PROG, Terminated
 from seg_video.core.config import RunConfig
 from seg_video.core.errors import UsageError
+from seg_video.core.threads import available_cpus
 from seg_video.engines.base import create_engine
 
 

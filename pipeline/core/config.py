@@ -46,6 +46,9 @@ class PipelineSettings:
     load_timeout: float = 1800.0
     """Seconds the engine's load (a weights download included) and its first, warm-up inference may take (0: no
     limit)."""
+    opencv_threads: int = 0
+    """Threads OpenCV's parallel loops may use while a file run lasts; 0: automatic, the cores less the run's own
+    stage threads, at least one (see seg_video.core.threads)."""
 
     def validate(self) -> None:
         """Reject bounds the runner cannot work with."""
@@ -55,6 +58,8 @@ class PipelineSettings:
             raise ValueError(f"batch must be 0 (automatic) or 1..256; got {self.batch}")
         if min(self.infer_timeout, self.load_timeout) < 0:
             raise ValueError("infer_timeout and load_timeout must be 0 (no limit) or positive seconds")
+        if not 0 <= self.opencv_threads <= 1024:
+            raise ValueError(f"opencv_threads must be 0 (automatic) or 1..1024; got {self.opencv_threads}")
 
     def frames_per_call(self, sources: int = 1) -> int:
         """The batch: as set, or automatically one frame per source (at most AUTO_BATCH)."""

@@ -225,6 +225,11 @@ class Runner:
             raise self._failure from self._failure.error
         return self.stats
 
+    @property
+    def thread_count(self) -> int:
+        """Threads the run starts: the capture thread and one per stage."""
+        return 1 + len(self._stages)
+
     def stop(self) -> None:
         """Ask every stage to finish now (teardowns still run)."""
         self.stop_event.set()

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from seg_video.core.errors import UsageError
 from seg_video.core.runner import Policy, Runner, RunStats
+from seg_video.core.threads import opencv_threads, threads_left
 from seg_video.core.types import Item
 from seg_video.io.exports import CocoWriter, Export, LabelMapWriter
 from seg_video.io.paths import OutputGuard, check_folder, check_input, check_output
@@ -111,6 +112,7 @@ class AnnotateJob:
                               infer_timeout=config.pipeline.infer_timeout, load_timeout=config.pipeline.load_timeout)
         policy = Policy.LIVE if config.pipeline.policy == "live" else Policy.LOSSLESS
         self.runner = Runner(source, stages, queue_size=config.pipeline.queue_size, policy=policy)
+        self._opencv_threads = config.pipeline.opencv_threads
 
     @property
     def frames_written(self) -> int:
@@ -132,7 +134,8 @@ class AnnotateJob:
     def run(self) -> RunSummary:
         """Run to the end of the input; raises `StageFailed` (stage named) or `KeyboardInterrupt`."""
         started = time.perf_counter()
-        stats = self.runner.run()
+        with opencv_threads(threads_left(self.runner.thread_count, self._opencv_threads)):
+            stats = self.runner.run()
         writer = self._output.writer
         return RunSummary(frames=self.frames_written, seconds=time.perf_counter() - started,
                           output=None if writer is None else writer.path, stats=stats)
