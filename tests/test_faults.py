@@ -43,7 +43,7 @@ RUN_TIMEOUT = 60.0
 """Seconds any run may take; more is a hang."""
 
 WRAPPER = '''
-import sys, time
+import os, signal, sys, time
 from dataclasses import dataclass
 from pathlib import Path
 from seg_video.engines.base import Engine
@@ -61,6 +61,7 @@ class FaultParams:
     close_seconds: float = 0.0  # asleep in close()
     mark_at: int = -1           # create the file `mark` on reaching this frame
     mark: str = ""
+    signal_when_freed: str = ""  # send the process this signal (SIGINT, SIGTERM) as the engine is freed
 
 class FaultyEngine(Engine):
     name = "faulty"
@@ -93,6 +94,10 @@ class FaultyEngine(Engine):
 
     def close(self):
         time.sleep(self.params.close_seconds)
+
+    def __del__(self):
+        if self.params.signal_when_freed:
+            os.kill(os.getpid(), getattr(signal, self.params.signal_when_freed))
 
 register("faulty", FaultyEngine)
 from seg_video.cli.main import main
@@ -488,6 +493,22 @@ def test_a_signal_at_any_moment_ends_the_run_with_a_playable_output(long_clip: P
         assert result.written() == 0 and not out.exists()
     else:
         assert 0 < result.written() == frames_in(out) <= 300
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_once_the_outputs_are_final_leaves_the_run_done(clip: Path, tmp_path: Path,
+                                                                 signum: signal.Signals) -> None:
+    """The signal comes as the finished run's objects are freed (the engine sends it on its way out): the run has
+    finalized its output and said so, so it exits 0 and says nothing more."""
+    out = tmp_path / "out.mp4"
+    started = time.monotonic()
+    process = start(command(clip, out, "--engine", "faulty", "--param", f"signal_when_freed={signum.name}"))
+
+    result = finish(process, started)
+
+    assert result.code == 0, result.lines
+    assert result.lines[-1].startswith("seg-video: 60 frames in "), result.lines
+    assert frames_in(out) == 60
 
 
 def test_a_second_ctrl_c_while_finishing_exits_at_once(clip: Path, tmp_path: Path) -> None:

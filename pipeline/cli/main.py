@@ -21,6 +21,7 @@ from seg_video.cli.report import (
     EXIT_USAGE,
     LOGGER,
     PROG,
+    SignalStop,
     Terminated,
     fail,
     messages_to_stderr,
@@ -49,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
                 code = batch_main(args[1:])
             else:
-                code = _dispatch(build_parser().parse_args(args))
+                code = _dispatch(build_parser().parse_args(args), signals)
         except (UsageError, ConfigError, EngineError, MediaError) as error:
             code = fail(str(error), EXIT_USAGE)
         except KeyboardInterrupt:
@@ -64,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
 
 
-def _dispatch(args: argparse.Namespace) -> int:
+def _dispatch(args: argparse.Namespace, signals: SignalStop) -> int:
     if args.list_engines:
         print(engines_table())
         return 0
@@ -84,10 +85,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         raise UsageError("give an INPUT and an OUTPUT video (or --list-engines, --make-sample PATH)")
     if plan is not None and (args.coco or args.masks_dir or args.no_video):
         raise UsageError("--coco, --masks-dir and --no-video work on video files: INPUT [OUTPUT]")
-    return _annotate(args) if plan is None else run_live(args, plan.sources, plan.output)
+    return _annotate(args, signals) if plan is None else run_live(args, plan.sources, plan.output)
 
 
-def _annotate(args: argparse.Namespace) -> int:
+def _annotate(args: argparse.Namespace, signals: SignalStop) -> int:
     """The file run: `seg_video.annotate` with a progress bar, and its outcome as one line."""
     if args.no_video and args.output:
         raise UsageError(f"--no-video writes no video: drop OUTPUT ({args.output}) or --no-video")
@@ -100,14 +101,16 @@ def _annotate(args: argparse.Namespace) -> int:
     output = Path(args.output) if args.output else None
     watching = watch_plan(args, config, engine.classes, OutputGuard([Path(args.input)]), sources=1)
     try:
-        return _annotate_watched(args, config, engine, output, watching)
+        return _annotate_watched(args, config, engine, output, watching, signals)
     finally:
         watching.close()
 
 
 def _annotate_watched(args: argparse.Namespace, config: RunConfig, engine: Engine, output: Path | None,
-                      watching: WatchPlan) -> int:
-    """The file run once its watching is set up (its sinks started)."""
+                      watching: WatchPlan, signals: SignalStop) -> int:
+    """The file run once its watching is set up (its sinks started). Once the run and its sinks have finished,
+    `signals` are ended here: a signal after that (while the job is freed on return, its codecs and maybe a garbage
+    collection: milliseconds) would otherwise end a finished run as "terminated", without the frames written."""
     from seg_video.cli.progress import Progress
 
     job = annotation_job(Path(args.input), output, config, engine, owned=True,
@@ -120,6 +123,8 @@ def _annotate_watched(args: argparse.Namespace, config: RunConfig, engine: Engin
     try:
         with messages_to_stderr(quiet=args.quiet, quieted=LOGGER):
             summary = job.run()
+        watching.close()  # the sinks deliver what is queued before the summary counts it
+        signals.ended()
     except StageFailed as failure:
         progress.close()
         if isinstance(failure.error, EngineError) and job.frames_written == 0:

@@ -38,8 +38,9 @@ def fail(message: str, code: int) -> int:
 
 
 class SignalStop:
-    """The command's side of `stop_signals`: `ended()` once it has its exit code, so that a signal arriving while
-    it returns (everything finalized) is ignored instead of escaping as a traceback."""
+    """The command's side of `stop_signals`: `ended()` once its outcome is settled (a file run: as soon as its
+    outputs are finalized), so that a signal arriving while it returns is ignored instead of escaping as a
+    traceback or as a bare "terminated" that no longer says what was written."""
 
     def __init__(self) -> None:
         self.received: list[int] = []
