@@ -301,15 +301,18 @@ class MotionEngine(FrameEngine):
             return image
         height, width = image.shape[:2]
         cells = (max(1, width // cell), max(1, height // cell))
-        whole_cells = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)[:cells[1] * cell, :cells[0] * cell]  # the few rows and
-        # columns left over are dropped: averaging whole cells is OpenCV's fast path, ten times faster
-        brightness = cv2.resize(whole_cells, cells, interpolation=cv2.INTER_AREA)
+        covered = (min(width, cells[0] * cell), min(height, cells[1] * cell))  # whole cells: OpenCV's fast path for
+        # averaging, ten times faster; the few rows and columns left over take their neighbours' correction
+        brightness = cv2.resize(cv2.cvtColor(image[:covered[1], :covered[0]], cv2.COLOR_BGR2GRAY), cells,
+                                interpolation=cv2.INTER_AREA)
         brightness = brightness.astype(np.float32) + 1.0
         if self._reference is None or learning:
             self._reference = brightness if self._reference is None else 0.8 * self._reference + 0.2 * brightness
             return image
         ratio = cv2.medianBlur(brightness / self._reference, 5 if min(cells) >= 5 else 3 if min(cells) >= 3 else 1)
-        gain = cv2.merge([cv2.resize(ratio, (width, height), interpolation=cv2.INTER_LINEAR)] * 3)
+        gain_map = cv2.copyMakeBorder(cv2.resize(ratio, covered, interpolation=cv2.INTER_LINEAR), 0,
+                                      height - covered[1], 0, width - covered[0], cv2.BORDER_REPLICATE)
+        gain = cv2.merge([gain_map] * 3)
         compensated = cv2.divide(image, gain, dtype=cv2.CV_8U)
         clipped = ((image >= CLIPPED) & (gain > 1)).view(np.uint8)
         if clipped.any():  # the scene there is at least image / gain: where the background agrees, it is that
